@@ -1,0 +1,156 @@
+"""The ``netdef`` command: Caffe's tools as verbs.
+
+A user's mistake is answered in one or two lines naming the file, line and layer, with a
+non-zero exit and no traceback; ``--debug`` shows the traceback for netdef's developers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from netdef.errors import NetdefError, ParseError
+from netdef.fileio import atomic_write
+from netdef.layers.registry import Shape
+from netdef.load import load_net
+from netdef.proto import netdef_pb2 as pb
+from netdef.prototxt import BINARY_SUFFIXES, Parsed, read_net, read_solver, to_text
+from netdef.summary import summary_json, summary_table
+from netdef.upgrade import upgrade_net, upgrade_solver
+
+#: Exit status for a user's mistake (bad file, bad option); argparse uses 2 for usage.
+EXIT_USER_ERROR = 1
+
+
+def _data_shape(text: str) -> tuple[str, Shape]:
+    name, sep, dims = text.partition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d <= 0 for d in shape):
+        raise argparse.ArgumentTypeError(f"expected NAME=N,C,H,W with positive integers, received {text!r}")
+    return name, shape
+
+
+def _add_state_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--phase", default="TEST", type=str.upper, choices=("TRAIN", "TEST"), help="net phase (default TEST)"
+    )
+    parser.add_argument("--stage", action="append", default=[], help="NetState stage; repeat or comma-separate")
+    parser.add_argument("--level", type=int, default=0, help="NetState level (default 0)")
+    parser.add_argument(
+        "--data-shape",
+        action="append",
+        type=_data_shape,
+        default=[],
+        metavar="NAME=N,C,H,W",
+        help="shape of a data layer's top when its source is not at hand (layer or top name)",
+    )
+    parser.add_argument("--allow-python", action="store_true", help="accept Python layers (they run arbitrary code)")
+
+
+def _stages(values: Sequence[str]) -> list[str]:
+    return [stage for value in values for stage in value.split(",") if stage]
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    net = load_net(
+        args.net,
+        phase=args.phase,
+        stages=_stages(args.stage),
+        level=args.level,
+        data_shapes=dict(args.data_shape),
+        allow_python=args.allow_python,
+    )
+    _print_warnings(net.warnings)
+    if args.json:
+        print(json.dumps(summary_json(net), indent=1))
+    else:
+        print(summary_table(net))
+    return 0
+
+
+def _read_net_or_solver(path: str) -> Parsed[pb.NetParameter] | Parsed[pb.SolverParameter]:
+    """A file given to ``upgrade`` may be a net or a solver; the text tells which."""
+    try:
+        return read_net(path)
+    except ParseError as net_error:
+        try:
+            return read_solver(path)
+        except ParseError as solver_error:
+            # The kind that parsed further into the file is the one the user meant.
+            net_line = net_error.location.line if net_error.location else 0
+            solver_line = solver_error.location.line if solver_error.location else 0
+            raise (solver_error if (solver_line or 0) > (net_line or 0) else net_error) from None
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    parsed = _read_net_or_solver(args.input)
+    if isinstance(parsed.message, pb.NetParameter):
+        result = upgrade_net(parsed.message, parsed.source)
+        message, applied = result.net, result.applied
+        for warning in result.warnings:
+            print(f"netdef: warning: {warning}", file=sys.stderr)
+    else:
+        message, applied = upgrade_solver(parsed.message, parsed.file)
+    binary = Path(args.output).suffix.lower() in BINARY_SUFFIXES
+    atomic_write(args.output, message.SerializeToString() if binary else to_text(message))
+    what = ", ".join(applied) if applied else "nothing to upgrade; written unchanged"
+    print(f"{args.input} -> {args.output}: {what}")
+    return 0
+
+
+def _print_warnings(warnings: Sequence[NetdefError]) -> None:
+    for warning in warnings:
+        print(f"netdef: warning: {warning}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="netdef", description="Caffe model definitions, compiled to Keras.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    # --debug is accepted after the verb too, where people tend to add it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+
+    summary = verbs.add_parser(
+        "summary", parents=[common], help="layer table with Caffe top shapes and parameter counts"
+    )
+    summary.add_argument("net", help="net prototxt (or binary NetParameter)")
+    _add_state_options(summary)
+    summary.add_argument("--json", action="store_true", help="machine-readable output")
+    summary.set_defaults(run=cmd_summary)
+
+    upgrade = verbs.add_parser(
+        "upgrade", parents=[common], help="rewrite a legacy (V0/V1) net or solver in the current format"
+    )
+    upgrade.add_argument("input", help="net or solver, text or binary")
+    upgrade.add_argument("output", help="where to write; binary when the suffix is .caffemodel/.binaryproto")
+    upgrade.set_defaults(run=cmd_upgrade)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except NetdefError as error:
+        if args.debug:
+            raise
+        print(f"netdef: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as error:
+        if args.debug:
+            raise
+        print(f"netdef: error: {error.filename or ''}: {error.strerror}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Element-wise and normalisation layers: ReLU … Dropout, MVN, BatchNorm, Softmax.
+
+Caffe's Net lets any layer write its top over its bottom; a type is declared in-place
+here when Caffe's *forward* pass is still right in place (all NeuronLayers, BatchNorm,
+MVN, Softmax). AbsVal is the surprise: Caffe refuses to run it in place.
+"""
+
+from __future__ import annotations
+
+from netdef.layers.declarations.common import declare, legacy, legacy4, require_axes
+from netdef.layers.registry import LayerContext, Shape, ShapeRule, exactly, no_blobs
+
+
+def _same_shape(ctx: LayerContext) -> list[Shape]:
+    """Top has the bottom's shape (Caffe's ``NeuronLayer::Reshape``)."""
+    return [ctx.bottoms[0]]
+
+
+def _neuron(
+    type_name: str,
+    params: tuple[str, ...] = (),
+    *,
+    shape: ShapeRule = _same_shape,
+    blobs: ShapeRule = no_blobs,
+    in_place: bool = True,
+    **options: object,
+) -> None:
+    """One bottom, one top, in place unless told otherwise."""
+    declare(
+        type_name,
+        bottoms=exactly(1),
+        tops=exactly(1),
+        shape=shape,
+        blobs=blobs,
+        params=params,
+        in_place=in_place,
+        **options,
+    )
+
+
+_neuron("ReLU", ("relu_param",))
+_neuron("Sigmoid", ("sigmoid_param",))
+_neuron("TanH", ("tanh_param",))
+_neuron("BNLL")
+_neuron("ELU", ("elu_param",))
+_neuron("Swish", ("swish_param",))
+_neuron("Power", ("power_param",))
+_neuron("Dropout", ("dropout_param",))
+# Threshold's step has no gradient; Caffe's Backward is NOT_IMPLEMENTED.
+_neuron("Threshold", ("threshold_param",), no_gradient=frozenset({0}))
+_neuron("AbsVal", in_place=False)
+
+
+def _check_base(ctx: LayerContext, field: str) -> float:
+    base = getattr(ctx.layer, field).base
+    if base != -1 and base <= 0:
+        raise ctx.fail(
+            f"{field}.base must be positive, or -1 for e",
+            expected="base > 0 or base == -1",
+            received=base,
+        )
+    return base
+
+
+def _exp_shape(ctx: LayerContext) -> list[Shape]:
+    """``base^(shift + scale·x)``; ``base: -1`` (the default) means e, other bases must be > 0."""
+    _check_base(ctx, "exp_param")
+    return [ctx.bottoms[0]]
+
+
+def _log_shape(ctx: LayerContext) -> list[Shape]:
+    """``log_base(shift + scale·x)``; like Exp, and base 1 is refused (division by log 1 = 0)."""
+    if _check_base(ctx, "log_param") == 1:
+        raise ctx.fail("log_param.base 1 has no logarithm", expected="base > 0, base != 1, or -1 for e")
+    return [ctx.bottoms[0]]
+
+
+def _clip_shape(ctx: LayerContext) -> list[Shape]:
+    """``max(min, min(x, max))``; both bounds are required fields of ClipParameter.
+
+    Without them Caffe would clip to [0, 0]; the proto marks them required, so a net
+    without them is invalid rather than all zeros.
+    """
+    param = ctx.layer.clip_param
+    missing = [f for f in ("min", "max") if not param.HasField(f)]
+    if missing:
+        raise ctx.fail(
+            "Clip needs both bounds",
+            expected="clip_param { min: … max: … }",
+            received="no " + " and no ".join(missing),
+        )
+    return [ctx.bottoms[0]]
+
+
+_neuron("Exp", ("exp_param",), shape=_exp_shape)
+_neuron("Log", ("log_param",), shape=_log_shape)
+_neuron("Clip", ("clip_param",), shape=_clip_shape)
+
+
+def _prelu_shape(ctx: LayerContext) -> list[Shape]:
+    """Same shape; the bottom needs a channel axis, read with Caffe's 4-D ``channels()``."""
+    bottom = ctx.bottoms[0]
+    require_axes(ctx, bottom, at_least=2, meaning="(N, C, ...)")
+    legacy(ctx, bottom, 1)
+    return [bottom]
+
+
+def _prelu_blobs(ctx: LayerContext) -> list[Shape]:
+    """One slope per channel ``(C,)``, or a single scalar ``()`` when channel_shared."""
+    if ctx.layer.prelu_param.channel_shared:
+        return [()]
+    return [(legacy(ctx, ctx.bottoms[0], 1),)]
+
+
+_neuron("PReLU", ("prelu_param",), shape=_prelu_shape, blobs=_prelu_blobs)
+
+
+def _mvn_shape(ctx: LayerContext) -> list[Shape]:
+    """Caffe reshapes the top to ``(num, channels, height, width)``: always 4-D.
+
+    A ``(N, C)`` bottom therefore gives a ``(N, C, 1, 1)`` top; more than 4 axes is an
+    error, as in Caffe's legacy accessors.
+    """
+    return [legacy4(ctx, ctx.bottoms[0])]
+
+
+_neuron("MVN", ("mvn_param",), shape=_mvn_shape)
+
+
+def _softmax_shape(ctx: LayerContext) -> list[Shape]:
+    """Same shape; ``axis`` (default 1, the channels) must exist."""
+    bottom = ctx.bottoms[0]
+    ctx.axis(ctx.layer.softmax_param.axis, len(bottom))
+    return [bottom]
+
+
+_neuron("Softmax", ("softmax_param",), shape=_softmax_shape)
+
+
+def _batch_norm_shape(ctx: LayerContext) -> list[Shape]:
+    """Same shape; statistics per channel (axis 1).
+
+    Caffe's BatchNorm normalises only: the affine part is a separate Scale layer with
+    ``bias_term: true`` (Keras's BatchNormalization does both). A bottom needs at least
+    2 axes: Caffe accepts 1-D in LayerSetUp but then aborts reading ``shape(1)``.
+    """
+    bottom = ctx.bottoms[0]
+    require_axes(ctx, bottom, at_least=2, meaning="(N, C, ...)")
+    return [bottom]
+
+
+def _batch_norm_blobs(ctx: LayerContext) -> list[Shape]:
+    """Mean ``(C,)``, variance ``(C,)`` and the moving-average scale factor ``(1,)``.
+
+    The stored statistics are divided by the scale factor (0 means 0) before use.
+    """
+    channels = ctx.bottoms[0][1]
+    return [(channels,), (channels,), (1,)]
+
+
+_neuron(
+    "BatchNorm",
+    ("batch_norm_param",),
+    shape=_batch_norm_shape,
+    blobs=_batch_norm_blobs,
+    statistics=True,
+)
