@@ -15,12 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from netdef.proto import netdef_pb2 as pb
 from resnet50_text import resnet50_deploy
 
 from netdef import load_net
 from netdef.ir import build_graph
 from netdef.netstate import filter_net, make_state
+from netdef.proto import netdef_pb2 as pb
 from netdef.prototxt import parse_text
 from netdef.shapes import infer_shapes
 from netdef.upgrade import upgrade_net

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from netdef.proto import netdef_pb2 as pb
 
 from netdef import load_net
 from netdef.layers.registry import Shape
+from netdef.proto import netdef_pb2 as pb
 from netdef.prototxt import read_net, read_solver
 from netdef.summary import summary_json, summary_table
 from netdef.upgrade import upgrade_net, upgrade_solver

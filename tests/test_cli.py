@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from netdef.proto import netdef_pb2 as pb
 
 from netdef.cli import main
+from netdef.proto import netdef_pb2 as pb
 from netdef.prototxt import read_net, read_solver
 
 from .conftest import REPO

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from netdef.proto import netdef_pb2 as pb
 
 from netdef.errors import NetDefinitionError
 from netdef.netstate import filter_net, make_state, parse_phase, state_meets_rule
+from netdef.proto import netdef_pb2 as pb
 from netdef.prototxt import parse_text
 
 

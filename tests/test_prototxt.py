@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from netdef.proto import netdef_pb2 as pb
 
 from netdef.errors import ParseError
+from netdef.proto import netdef_pb2 as pb
 from netdef.prototxt import locate_blocks, parse_text, read_net, read_solver, to_text
 
 NET = """# a comment with a brace {

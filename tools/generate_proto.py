@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     stale = stale_files()
     if stale:
         print(
-            f"stale protobuf bindings in {BINDINGS}: {', '.join(stale)} differ from what {SCHEMA} generates; "
-            "run: python tools/generate_proto.py",
+            f"protobuf bindings out of date with {SCHEMA}: {', '.join(str(BINDINGS / name) for name in stale)}; "
+            "regenerate them with: python tools/generate_proto.py",
             file=sys.stderr,
         )
         return 1

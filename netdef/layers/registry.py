@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf.message import Message
-from netdef.proto import netdef_pb2 as pb
 
 from netdef.errors import ShapeError, SourceLocation
+from netdef.proto import netdef_pb2 as pb
 
 #: A blob shape in Caffe's axis order (N, C, [D,] H, W for images); () is a scalar.
 Shape = tuple[int, ...]
