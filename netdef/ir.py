@@ -62,6 +62,23 @@ class ParamBlob:
         return math.prod(self.shape)
 
 
+@dataclass(frozen=True)
+class Split:
+    """A Split layer Caffe would insert for a blob production used more than once.
+
+    The IR reads one value from several places without copies; Caffe instead inserts a
+    Split layer whose tops (``<blob>_<producer>_<top index>_split_<k>``) appear in its blob
+    list and logs. ``tops[k]`` feeds ``readers[k]``; when the production carries an explicit
+    loss weight, ``tops[0]`` takes that weight and the readers get the following tops.
+    """
+
+    name: str
+    value: Value
+    tops: tuple[str, ...]
+    readers: tuple[tuple[Node, int], ...]
+    carries_loss: bool
+
+
 @dataclass(eq=False)
 class Node:
     """One Caffe layer."""
@@ -173,6 +190,33 @@ class Net:
     def param_count(self) -> int:
         """Elements of distinct parameter blobs (shared blobs counted once)."""
         return sum(blob.count for _, blob in self.learnable())
+
+    @property
+    def splits(self) -> list[Split]:
+        """The Split layers Caffe's ``InsertSplits`` would add, in net order."""
+        splits = []
+        for value in self.values.values():
+            loss = _explicit_loss_weight(value) != 0
+            uses = len(value.consumers) + loss
+            if value.producer is None or uses < 2:
+                continue
+            stem = f"{value.blob}_{value.producer.name}_{value.top_index}_split"
+            splits.append(
+                Split(
+                    name=stem,
+                    value=value,
+                    tops=tuple(f"{stem}_{k}" for k in range(uses)),
+                    readers=tuple(value.consumers),
+                    carries_loss=loss,
+                )
+            )
+        return splits
+
+    def summary(self) -> str:
+        """The table ``netdef summary`` prints."""
+        from netdef.summary import summary_table
+
+        return summary_table(self)
 
     def _latest(self) -> dict[str, Value]:
         latest: dict[str, Value] = {}
@@ -397,6 +441,14 @@ def _loss_weight(layer: pb.LayerParameter, spec: LayerSpec | None, top_index: in
     return 1.0 if spec is not None and spec.loss and top_index == 0 else 0.0
 
 
+def _explicit_loss_weight(value: Value) -> float:
+    """The loss weight written in the file; Caffe's split insertion ignores the defaults."""
+    if value.producer is None:
+        return 0.0
+    weights = value.producer.param.loss_weight
+    return weights[value.top_index] if value.top_index < len(weights) else 0.0
+
+
 def _check_in_place_readers(net: Net, errors: list[NetdefError]) -> None:
     """A blob rewritten in place must have no other reader of that same production.
 
@@ -406,7 +458,7 @@ def _check_in_place_readers(net: Net, errors: list[NetdefError]) -> None:
     for value in net.values.values():
         readers = value.consumers
         rewriters = [node for node, index in readers if index < len(node.tops) and node.in_place(index)]
-        uses = len(readers) + (1 if value.loss_weight else 0)
+        uses = len(readers) + (_explicit_loss_weight(value) != 0)
         if rewriters and uses > 1:
             others = [node.name for node, _ in readers if node is not rewriters[0]]
             # With no other reader, the second use is the loss weight of the producer's top.

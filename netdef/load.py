@@ -12,9 +12,9 @@ from netdef.ir import Net, build_graph
 from netdef.layers.registry import DataOptions, Shape
 from netdef.netstate import filter_net, make_state
 from netdef.proto import netdef_pb2 as pb
-from netdef.prototxt import Parsed, SourceMap, read_net
+from netdef.prototxt import STRING_SOURCE, Parsed, SourceMap, read_net, read_solver
 from netdef.shapes import infer_shapes
-from netdef.upgrade import upgrade_net
+from netdef.upgrade import upgrade_net, upgrade_solver
 
 NetSource = str | os.PathLike[str] | bytes | pb.NetParameter
 
@@ -55,3 +55,22 @@ def _parse(source: NetSource) -> Parsed[pb.NetParameter]:
     if isinstance(source, pb.NetParameter):
         return Parsed(source, SourceMap("<NetParameter>"))
     return read_net(source)
+
+
+def load_solver(source: str | os.PathLike[str] | bytes) -> pb.SolverParameter:
+    """Read and upgrade a solver as Caffe's ``ReadSolverParamsFromTextFileOrDie`` does.
+
+    Besides the ``solver_type`` upgrade, Caffe fills in ``snapshot_prefix`` from the solver's
+    own path: unset, it is the path without its extension; naming an existing directory, it
+    is that directory joined with the solver file's stem.
+    """
+    parsed = read_solver(source)
+    solver, _ = upgrade_solver(parsed.message, parsed.file)
+    if parsed.file == STRING_SOURCE:
+        return solver
+    path = Path(parsed.file)
+    if not solver.snapshot_prefix:
+        solver.snapshot_prefix = str(path.with_suffix(""))
+    elif Path(solver.snapshot_prefix).is_dir():
+        solver.snapshot_prefix = str(Path(solver.snapshot_prefix) / path.stem)
+    return solver

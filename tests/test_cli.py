@@ -146,3 +146,16 @@ def test_console_script_runs_and_reports_errors_without_traceback(tmp_path: Path
         check=False,
     )
     assert "Traceback" in debug.stderr
+
+
+UPGRADE_FIXTURES = sorted((REPO / "tests" / "data" / "upgrade").glob("*.v2.prototxt"))
+
+
+@pytest.mark.parametrize("expected", UPGRADE_FIXTURES, ids=lambda p: p.name)
+def test_upgrade_command_matches_expected_v2_and_is_stable(tmp_path: Path, expected: Path) -> None:
+    legacy = expected.with_name(expected.name.replace(".v2.prototxt", ".prototxt"))
+    first, second = tmp_path / "first.prototxt", tmp_path / "second.prototxt"
+    assert main(["upgrade", str(legacy), str(first)]) == 0
+    assert read_net(first).message == read_net(expected).message
+    assert main(["upgrade", str(first), str(second)]) == 0
+    assert second.read_text() == first.read_text()

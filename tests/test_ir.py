@@ -146,3 +146,42 @@ def test_allowed_python_layer_leaves_its_tops_unknown() -> None:
     text = INPUT + 'layer { name: "py" type: "Python" bottom: "data" top: "y" python_param { module: "m" layer: "L" } }'
     net = load_net(text, allow_python=True)
     assert net.blob("y").shape is None
+
+
+def ip(name: str, bottom: str, extra: str = "") -> str:
+    return (
+        f'layer {{ name: "{name}" type: "InnerProduct" bottom: "{bottom}" top: "{name}" {extra}'
+        " inner_product_param { num_output: 3 } }\n"
+    )
+
+
+def test_splits_are_named_as_caffe_names_them() -> None:
+    net = load_net(INPUT + ip("ip1", "data") + ip("ip2", "data") + ip("ip3", "ip1"))
+    [split] = net.splits
+    assert split.name == "data_data_0_split"
+    assert split.tops == ("data_data_0_split_0", "data_data_0_split_1")
+    assert [node.name for node, _ in split.readers] == ["ip1", "ip2"]
+    assert not split.carries_loss
+
+
+def test_an_explicit_loss_weight_counts_as_a_reader_and_takes_split_zero() -> None:
+    net = load_net(INPUT + ip("ip1", "data", "loss_weight: 2") + ip("ip2", "ip1"))
+    [split] = net.splits
+    assert split.name == "ip1_ip1_0_split"
+    assert split.tops == ("ip1_ip1_0_split_0", "ip1_ip1_0_split_1")
+    assert split.carries_loss
+    # Default loss weights (of loss layers) are not counted, as in Caffe.
+    loss = 'layer { name: "loss" type: "EuclideanLoss" bottom: "ip1" bottom: "ip1" top: "l" }\n'
+    assert [s.name for s in load_net(INPUT + ip("ip1", "data") + loss).splits] == ["ip1_ip1_0_split"]
+
+
+def test_in_place_chains_split_the_last_version() -> None:
+    net = load_net(INPUT + conv("c", "data") + relu("r", "c") + ip("a", "c") + ip("b", "c"))
+    [split] = net.splits
+    assert split.name == "c_r_0_split"
+    assert split.value is net.blob("c")
+
+
+def test_net_summary_is_the_cli_table() -> None:
+    net = load_net(INPUT + conv("c", "data"))
+    assert net.summary().splitlines()[-1] == f"Total parameters: {4 * 3 * 9 + 4}"
