@@ -7,12 +7,16 @@ non-zero exit and no traceback; ``--debug`` shows the traceback for netdef's dev
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from netdef.errors import NetdefError, ParseError
+import numpy as np
+
+from netdef.errors import NetdefError, NetDefinitionError, ParseError
 from netdef.fileio import atomic_write
 from netdef.layers.registry import Shape
 from netdef.load import load_net
@@ -20,6 +24,10 @@ from netdef.proto import netdef_pb2 as pb
 from netdef.prototxt import BINARY_SUFFIXES, Parsed, read_net, read_solver, to_text
 from netdef.summary import summary_json, summary_table
 from netdef.upgrade import upgrade_net, upgrade_solver
+
+if TYPE_CHECKING:
+    from netdef.ir import Net
+    from netdef.keras.compiler import Compiled
 
 #: Exit status for a user's mistake (bad file, bad option); argparse uses 2 for usage.
 EXIT_USER_ERROR = 1
@@ -53,20 +61,13 @@ def _add_state_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-python", action="store_true", help="accept Python layers (they run arbitrary code)")
 
 
-def _stages(values: Sequence[str]) -> list[str]:
-    return [stage for value in values for stage in value.split(",") if stage]
+def _comma_list(values: Sequence[str]) -> list[str]:
+    """Repeated options that also accept comma-separated values, as Caffe's flags do."""
+    return [item for value in values for item in value.split(",") if item]
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    net = load_net(
-        args.net,
-        phase=args.phase,
-        stages=_stages(args.stage),
-        level=args.level,
-        data_shapes=dict(args.data_shape),
-        allow_python=args.allow_python,
-    )
-    _print_warnings(net.warnings)
+    net = _load(args, args.net)
     if args.json:
         print(json.dumps(summary_json(net), indent=1))
     else:
@@ -104,6 +105,91 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace, net: str) -> Net:
+    loaded = load_net(
+        net,
+        phase=args.phase,
+        stages=_comma_list(args.stage),
+        level=args.level,
+        data_shapes=dict(args.data_shape),
+        allow_python=args.allow_python,
+    )
+    _print_warnings(loaded.warnings)
+    return loaded
+
+
+def _input_arrays(net: Net, pairs: Sequence[str]) -> dict[str, np.ndarray]:
+    """``NAME=FILE.npy`` pairs, checked against the net's inputs (Caffe shapes, any batch)."""
+    expected = {value.blob: value.shape for value in net.feeds}
+    arrays: dict[str, np.ndarray] = {}
+    for pair in pairs:
+        name, sep, file = pair.partition("=")
+        if not sep or name not in expected:
+            raise NetDefinitionError(
+                f"unknown input '{name}'",
+                expected=f"NAME=FILE.npy with NAME one of {', '.join(expected)}",
+                received=pair,
+            )
+        try:
+            array = np.load(file).astype(np.float32)
+        except (OSError, ValueError) as error:
+            raise NetDefinitionError(f"cannot read input '{name}' from {file}: {error}") from None
+        shape = expected[name]
+        if shape is not None and tuple(array.shape[1:]) != tuple(shape[1:]):
+            raise NetDefinitionError(
+                f"input '{name}' has the wrong shape",
+                expected=f"(N, {', '.join(map(str, shape[1:]))})",
+                received=str(array.shape),
+            )
+        arrays[name] = array
+    missing = [f"{name} {expected[name]}" for name in expected if name not in arrays]
+    if missing:
+        raise NetDefinitionError(f"no data for input {', '.join(missing)}", hint="give --input NAME=FILE.npy for each")
+    return arrays
+
+
+def _weights_into(compiled: Compiled, weights: str | None) -> None:
+    from netdef.keras.weights import load_caffe_weights
+
+    if weights:
+        for note in load_caffe_weights(compiled, weights):
+            print(f"netdef: note: {note}", file=sys.stderr)
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    from netdef.keras.compiler import compile_net
+
+    net = _load(args, args.net)
+    wanted = _comma_list(args.blobs) or net.blob_names
+    compiled = compile_net(net, outputs=wanted)
+    _weights_into(compiled, args.weights)
+    arrays = _input_arrays(net, args.input)
+    feeds = [arrays[value.blob] for value in net.feeds]
+    results = compiled.model.predict(feeds, verbose=0)
+    results = results if isinstance(results, list) else [results]
+    blobs = {name: np.asarray(result) for name, result in zip(wanted, results, strict=True)}
+    buffer = io.BytesIO()
+    np.savez(buffer, **blobs)
+    atomic_write(args.output, buffer.getvalue())
+    for name, array in blobs.items():
+        print(f"{name}: {tuple(array.shape)}")
+    print(f"wrote {len(blobs)} blobs to {args.output}")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    if not args.output.endswith(".keras"):
+        raise NetDefinitionError("the output must be a .keras file", received=args.output)
+    from netdef.keras.compiler import compile_net
+
+    net = _load(args, args.net)
+    compiled = compile_net(net, layout=args.layout)
+    _weights_into(compiled, args.weights)
+    compiled.model.save(args.output)
+    print(f"wrote {args.output}: {compiled.model.count_params():,} parameters, layout {args.layout}")
+    return 0
+
+
 def _print_warnings(warnings: Sequence[NetdefError]) -> None:
     for warning in warnings:
         print(f"netdef: warning: {warning}", file=sys.stderr)
@@ -124,6 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_state_options(summary)
     summary.add_argument("--json", action="store_true", help="machine-readable output")
     summary.set_defaults(run=cmd_summary)
+
+    forward = verbs.add_parser("forward", parents=[common], help="run one forward pass and save every blob (.npz)")
+    forward.add_argument("net", help="net prototxt")
+    forward.add_argument("--weights", help=".caffemodel or Caffe HDF5 weights")
+    forward.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="input blob data")
+    forward.add_argument("--blobs", action="append", default=[], metavar="A,B", help="only these blobs")
+    forward.add_argument("-o", "--output", required=True, help="where to write the blobs (.npz)")
+    _add_state_options(forward)
+    forward.set_defaults(run=cmd_forward)
+
+    compile_ = verbs.add_parser("compile", parents=[common], help="compile a net to a Keras .keras model")
+    compile_.add_argument("net", help="net prototxt")
+    compile_.add_argument("--weights", help=".caffemodel or Caffe HDF5 weights")
+    compile_.add_argument(
+        "--layout", choices=("caffe", "channels_last"), default="caffe", help="layout at the boundary"
+    )
+    compile_.add_argument("-o", "--output", required=True, help="the .keras file to write")
+    _add_state_options(compile_)
+    compile_.set_defaults(run=cmd_compile)
 
     upgrade = verbs.add_parser(
         "upgrade", parents=[common], help="rewrite a legacy (V0/V1) net or solver in the current format"

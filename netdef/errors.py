@@ -113,6 +113,10 @@ class SolverError(NetdefError):
     """The solver definition is invalid."""
 
 
+class WeightsError(NetdefError):
+    """A weights file (.caffemodel or Caffe's HDF5) cannot be read or written, or does not fit the net."""
+
+
 class NetdefErrors(NetdefError):
     """Several independent problems found in one pass, reported together.
 

@@ -100,6 +100,11 @@ class Node:
     def type(self) -> str:
         return self.param.type
 
+    @property
+    def is_source(self) -> bool:
+        """Whether the layer's tops come from outside the net (Input and data layers)."""
+        return self.spec.data or self.type == "Input"
+
     def in_place(self, top_index: int) -> bool:
         return top_index < len(self.bottoms) and self.bottoms[top_index].blob == self.tops[top_index].blob
 
@@ -140,6 +145,11 @@ class Net:
     def inputs(self) -> list[Value]:
         """The tops of Input layers: what a caller feeds (Caffe's ``net.inputs``)."""
         return [top for node in self.nodes if node.type == "Input" for top in node.tops]
+
+    @property
+    def feeds(self) -> list[Value]:
+        """Blobs supplied from outside the net: tops of Input and data layers, in net order."""
+        return [top for node in self.nodes if node.is_source for top in node.tops]
 
     @property
     def outputs(self) -> list[Value]:

@@ -130,6 +130,96 @@ class LayerContext:
 ShapeRule = Callable[[LayerContext], list[Shape]]
 
 
+@dataclass(frozen=True)
+class Ref:
+    """A tensor inside a Keras plan: a bottom of the Caffe layer, or an output of a call."""
+
+    source: str  # "bottom" or "call"
+    index: int
+    output: int = 0
+
+
+def bottom(index: int) -> Ref:
+    return Ref("bottom", index)
+
+
+def output(call: int, index: int = 0) -> Ref:
+    return Ref("call", call, index)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One Keras layer application: ``cls(**kwargs, name=...)(inputs)``.
+
+    ``cls`` is an import path (``keras.layers.Conv2D``, ``netdef.keras.layers.pooling.CaffePooling``)
+    and ``kwargs`` plain values, so that the compiler can instantiate it and the code
+    generator can print it. The main call of a layer carries the Caffe layer's name; helper
+    calls (padding, permutes) add ``suffix``.
+    """
+
+    cls: str
+    kwargs: dict[str, object]
+    inputs: tuple[Ref, ...]
+    suffix: str = ""
+    #: Pass the inputs as a list even when there is one (merge layers, multi-input layers).
+    as_list: bool = False
+
+
+@dataclass(frozen=True)
+class WeightLink:
+    """Caffe blob ``blob`` is Keras variable ``variable`` of call ``call``, via a converter.
+
+    ``convert`` names a function pair in ``netdef.keras.weights`` that maps the Caffe blob to
+    the Keras variable and back; ``args`` are its plain-valued parameters.
+    """
+
+    blob: int
+    call: int
+    variable: int
+    convert: str = "identity"
+    args: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KerasPlan:
+    """How one Caffe layer becomes Keras layers, as data."""
+
+    calls: tuple[Call, ...]
+    tops: tuple[Ref, ...]
+    #: The layout each top is held in (see netdef.keras.layout).
+    top_layouts: tuple[str, ...]
+    #: The layout each bottom must be in; None accepts the bottom as it is.
+    bottom_layouts: tuple[str | None, ...] = ()
+    weights: tuple[WeightLink, ...] = ()
+
+
+@dataclass
+class KerasContext:
+    """What a Keras rule sees: the shape context plus the layouts and shapes already settled."""
+
+    shape: LayerContext
+    bottom_layouts: list[str]
+    top_shapes: list[Shape]
+    blob_shapes: list[Shape]
+    #: The layout the model exposes at its boundary ("caffe" or "channels_last").
+    boundary: str
+
+    @property
+    def layer(self) -> pb.LayerParameter:
+        return self.shape.layer
+
+    @property
+    def bottoms(self) -> list[Shape]:
+        return self.shape.bottoms
+
+    @property
+    def training(self) -> bool:
+        return self.shape.phase == pb.TRAIN
+
+
+KerasRule = Callable[[KerasContext], KerasPlan]
+
+
 def no_blobs(ctx: LayerContext) -> list[Shape]:
     return []
 
@@ -161,6 +251,9 @@ class LayerSpec:
     data: bool = False
     #: Its blobs are running statistics, not weights: lr_mult is forced to 0 (BatchNorm).
     statistics: bool = False
+    #: How the layer becomes Keras; None for layers that compute nothing in a model (data
+    #: layers become model inputs, Silence disappears).
+    keras: KerasRule | None = None
     doc: str = ""
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
+from netdef.keras import layout as lay
 from netdef.layers.declarations.common import (
     axis_range,
     count,
@@ -16,7 +17,19 @@ from netdef.layers.declarations.common import (
     fmt,
     require_positive,
 )
-from netdef.layers.registry import LayerContext, Shape, between, exactly
+from netdef.layers.declarations.keras_plans import netdef_layer
+from netdef.layers.registry import (
+    Call,
+    KerasContext,
+    KerasPlan,
+    LayerContext,
+    Shape,
+    WeightLink,
+    between,
+    bottom,
+    exactly,
+    output,
+)
 
 
 def _inner_product_k(ctx: LayerContext) -> tuple[int, int]:
@@ -43,6 +56,46 @@ def _inner_product_blobs(ctx: LayerContext) -> list[Shape]:
     return [weight, (n,)] if param.bias_term else [weight]
 
 
+def _inner_product_keras(ctx: KerasContext) -> KerasPlan:
+    """Flatten + Dense on the channels-last blob, with the weight rows reordered instead.
+
+    Caffe flattens (C, H, W) in that order; a channels-last blob flattens as (H, W, C).
+    Permuting the weight's K axis once at load time ("chw") gives Caffe's numbers with the
+    same layers a hand-written Keras model has, instead of a transpose on every forward.
+    """
+    axis, k = _inner_product_k(ctx.shape)
+    param = ctx.layer.inner_product_param
+    bottom_shape = ctx.bottoms[0]
+    held = ctx.bottom_layouts[0]
+    args: dict[str, object] = {"transpose": param.transpose}
+    calls: list[Call] = []
+    layout = None
+    if axis == 1 and len(bottom_shape) > 2:
+        calls.append(Call("keras.layers.Flatten", {}, (bottom(0),), suffix="flatten"))
+        if held == lay.CHANNELS_LAST:
+            args["chw"] = bottom_shape[1:]
+    elif axis != len(bottom_shape) - 1:
+        # Dense works on the last axis; merge axes from `axis` on in Caffe's order first.
+        layout = lay.CAFFE
+        calls.append(
+            Call("keras.layers.Reshape", {"target_shape": (*bottom_shape[1:axis], k)}, (bottom(0),), suffix="flatten")
+        )
+    source = output(len(calls) - 1) if calls else bottom(0)
+    dense = Call("keras.layers.Dense", {"units": param.num_output, "use_bias": param.bias_term}, (source,))
+    index = len(calls)
+    weights = (WeightLink(0, index, 0, "dense_kernel", args),)
+    if param.bias_term:
+        weights += (WeightLink(1, index, 1),)
+    top_rank = axis + 1
+    return KerasPlan(
+        calls=(*calls, dense),
+        tops=(output(index),),
+        top_layouts=(lay.CAFFE if layout or not lay.spatial(top_rank) else held,),
+        bottom_layouts=(layout,),
+        weights=weights,
+    )
+
+
 declare(
     "InnerProduct",
     bottoms=exactly(1),
@@ -50,6 +103,7 @@ declare(
     shape=_inner_product_shape,
     blobs=_inner_product_blobs,
     params=("inner_product_param",),
+    keras=_inner_product_keras,
 )
 
 
@@ -140,6 +194,40 @@ def _bias_blobs(ctx: LayerContext) -> list[Shape]:
     return [_operand(ctx, ctx.layer.bias_param, "bias_param")]
 
 
+def _affine_keras(ctx: KerasContext) -> KerasPlan:
+    """Scale/Bias over the axes the Caffe operand spans, translated to the held layout.
+
+    The Keras variable stores the operand with its axes in the held tensor's order; the
+    "permute" converter reorders Caffe's blob accordingly.
+    """
+    is_scale = ctx.layer.type == "Scale"
+    param = ctx.layer.scale_param if is_scale else ctx.layer.bias_param
+    operand = _operand(ctx.shape, param, f"{'scale' if is_scale else 'bias'}_param")
+    rank = len(ctx.bottoms[0])
+    first = ctx.shape.axis(param.axis, rank)
+    caffe_axes = list(range(first, first + len(operand)))
+    held = ctx.bottom_layouts[0]
+    if len(ctx.bottoms) == 2:
+        # The operand is a blob of Caffe's order; keep both in Caffe's layout.
+        held = lay.CAFFE
+    internal = lay.axes(caffe_axes, rank, held)
+    order = sorted(range(len(internal)), key=lambda i: internal[i])
+    cls = netdef_layer("affine", "Scale" if is_scale else "Bias")
+    kwargs: dict[str, object] = {"axes": sorted(internal)}
+    if is_scale:
+        kwargs["bias_term"] = param.bias_term
+    perm = {"perm": order} if order != sorted(order) else {}
+    links = tuple(WeightLink(i, 0, i, "permute", perm) for i in range(len(ctx.blob_shapes)))
+    count = len(ctx.bottoms)
+    return KerasPlan(
+        calls=(Call(cls, kwargs, tuple(bottom(i) for i in range(count)), as_list=count > 1),),
+        tops=(output(0),),
+        top_layouts=(held,),
+        bottom_layouts=(held,) * count,
+        weights=links,
+    )
+
+
 for _type, _shape, _blobs, _param in (
     ("Scale", _scale_shape, _scale_blobs, "scale_param"),
     ("Bias", _bias_shape, _bias_blobs, "bias_param"),
@@ -152,6 +240,7 @@ for _type, _shape, _blobs, _param in (
         blobs=_blobs,
         params=(_param,),
         in_place=True,
+        keras=_affine_keras,
     )
 
 

@@ -8,7 +8,18 @@ MVN, Softmax). AbsVal is the surprise: Caffe refuses to run it in place.
 from __future__ import annotations
 
 from netdef.layers.declarations.common import declare, legacy, legacy4, require_axes
-from netdef.layers.registry import LayerContext, Shape, ShapeRule, exactly, no_blobs
+from netdef.layers.declarations.keras_plans import internal_axis, netdef_layer, single
+from netdef.layers.registry import (
+    KerasContext,
+    KerasPlan,
+    KerasRule,
+    LayerContext,
+    Shape,
+    ShapeRule,
+    WeightLink,
+    exactly,
+    no_blobs,
+)
 
 
 def _same_shape(ctx: LayerContext) -> list[Shape]:
@@ -38,14 +49,36 @@ def _neuron(
     )
 
 
-_neuron("ReLU", ("relu_param",))
-_neuron("Sigmoid", ("sigmoid_param",))
-_neuron("TanH", ("tanh_param",))
+def _relu_keras(ctx: KerasContext) -> KerasPlan:
+    """Caffe's leaky slope is Keras ReLU's ``negative_slope``."""
+    slope = ctx.layer.relu_param.negative_slope
+    return single(ctx, "keras.layers.ReLU", {"negative_slope": slope} if slope else {})
+
+
+def _activation(name: str) -> KerasRule:
+    def rule(ctx: KerasContext) -> KerasPlan:
+        return single(ctx, "keras.layers.Activation", {"activation": name})
+
+    return rule
+
+
+def _elu_keras(ctx: KerasContext) -> KerasPlan:
+    return single(ctx, "keras.layers.ELU", {"alpha": ctx.layer.elu_param.alpha})
+
+
+def _dropout_keras(ctx: KerasContext) -> KerasPlan:
+    """Caffe scales kept units by 1/(1−ratio) in TRAIN and passes through in TEST, as Keras does."""
+    return single(ctx, "keras.layers.Dropout", {"rate": ctx.layer.dropout_param.dropout_ratio})
+
+
+_neuron("ReLU", ("relu_param",), keras=_relu_keras)
+_neuron("Sigmoid", ("sigmoid_param",), keras=_activation("sigmoid"))
+_neuron("TanH", ("tanh_param",), keras=_activation("tanh"))
 _neuron("BNLL")
-_neuron("ELU", ("elu_param",))
+_neuron("ELU", ("elu_param",), keras=_elu_keras)
 _neuron("Swish", ("swish_param",))
 _neuron("Power", ("power_param",))
-_neuron("Dropout", ("dropout_param",))
+_neuron("Dropout", ("dropout_param",), keras=_dropout_keras)
 # Threshold's step has no gradient; Caffe's Backward is NOT_IMPLEMENTED.
 _neuron("Threshold", ("threshold_param",), no_gradient=frozenset({0}))
 _neuron("AbsVal", in_place=False)
@@ -134,7 +167,12 @@ def _softmax_shape(ctx: LayerContext) -> list[Shape]:
     return [bottom]
 
 
-_neuron("Softmax", ("softmax_param",), shape=_softmax_shape)
+def _softmax_keras(ctx: KerasContext) -> KerasPlan:
+    """Keras's Softmax subtracts the maximum as Caffe does; only the axis is translated."""
+    return single(ctx, "keras.layers.Softmax", {"axis": internal_axis(ctx, ctx.layer.softmax_param.axis)})
+
+
+_neuron("Softmax", ("softmax_param",), shape=_softmax_shape, keras=_softmax_keras)
 
 
 def _batch_norm_shape(ctx: LayerContext) -> list[Shape]:
@@ -158,10 +196,24 @@ def _batch_norm_blobs(ctx: LayerContext) -> list[Shape]:
     return [(channels,), (channels,), (1,)]
 
 
+def _batch_norm_keras(ctx: KerasContext) -> KerasPlan:
+    """Caffe's BatchNorm (statistics only, no affine) on the channel axis as it is held."""
+    param = ctx.layer.batch_norm_param
+    kwargs = {
+        "use_global_stats": param.use_global_stats if param.HasField("use_global_stats") else None,
+        "moving_average_fraction": param.moving_average_fraction,
+        "eps": param.eps,
+        "axis": internal_axis(ctx, 1) if len(ctx.bottoms[0]) > 1 else 0,
+    }
+    links = tuple(WeightLink(i, 0, i) for i in range(3))
+    return single(ctx, netdef_layer("normalization", "CaffeBatchNorm"), kwargs, weights=links)
+
+
 _neuron(
     "BatchNorm",
     ("batch_norm_param",),
     shape=_batch_norm_shape,
     blobs=_batch_norm_blobs,
     statistics=True,
+    keras=_batch_norm_keras,
 )

@@ -11,6 +11,7 @@ import itertools
 
 from google.protobuf.message import Message
 
+from netdef.keras import layout as lay
 from netdef.layers.declarations.common import (
     count,
     declare,
@@ -20,7 +21,8 @@ from netdef.layers.declarations.common import (
     require_same_shapes,
     require_top_count,
 )
-from netdef.layers.registry import LayerContext, Shape, at_least, exactly
+from netdef.layers.declarations.keras_plans import identity, internal_axis, netdef_layer, on_all_bottoms, single
+from netdef.layers.registry import KerasContext, KerasPlan, LayerContext, Shape, at_least, exactly
 from netdef.proto import netdef_pb2 as pb
 
 
@@ -56,7 +58,22 @@ def _concat_shape(ctx: LayerContext) -> list[Shape]:
     return [(*first[:axis], total, *first[axis + 1 :])]
 
 
-declare("Concat", bottoms=at_least(1), tops=exactly(1), shape=_concat_shape, params=("concat_param",))
+def _concat_keras(ctx: KerasContext) -> KerasPlan:
+    """Concatenate along the Caffe axis, all bottoms held in bottom 0's layout."""
+    axis = _legacy_axis(ctx.shape, ctx.layer.concat_param, "concat_dim", len(ctx.bottoms[0]))
+    if len(ctx.bottoms) == 1:
+        return identity(ctx)
+    return on_all_bottoms(ctx, "keras.layers.Concatenate", {"axis": internal_axis(ctx, axis)})
+
+
+declare(
+    "Concat",
+    bottoms=at_least(1),
+    tops=exactly(1),
+    shape=_concat_shape,
+    params=("concat_param",),
+    keras=_concat_keras,
+)
 
 
 def _slice_sizes(ctx: LayerContext, size: int, tops: int) -> list[int]:
@@ -111,7 +128,7 @@ def _split_shape(ctx: LayerContext) -> list[Shape]:
     return [ctx.bottoms[0]] * len(ctx.tops)
 
 
-declare("Split", bottoms=exactly(1), tops=at_least(1), shape=_split_shape)
+declare("Split", bottoms=exactly(1), tops=at_least(1), shape=_split_shape, keras=identity)
 
 
 def _flatten_shape(ctx: LayerContext) -> list[Shape]:
@@ -132,7 +149,26 @@ def _flatten_shape(ctx: LayerContext) -> list[Shape]:
     return [(*bottom[:start], count(bottom, start, end + 1), *bottom[end + 1 :])]
 
 
-declare("Flatten", bottoms=exactly(1), tops=exactly(1), shape=_flatten_shape, params=("flatten_param",))
+def _reshape_keras(ctx: KerasContext) -> KerasPlan:
+    """Flatten and Reshape keep Caffe's element order, so they work on the Caffe layout."""
+    top = ctx.top_shapes[0]
+    if top[:1] != ctx.bottoms[0][:1]:
+        raise ctx.shape.fail(
+            "netdef compiles reshapes that keep the batch axis",
+            expected=f"a top starting with {ctx.bottoms[0][0]}",
+            received=str(top),
+        )
+    return single(ctx, "keras.layers.Reshape", {"target_shape": top[1:]}, layout=lay.CAFFE)
+
+
+declare(
+    "Flatten",
+    bottoms=exactly(1),
+    tops=exactly(1),
+    shape=_flatten_shape,
+    params=("flatten_param",),
+    keras=_reshape_keras,
+)
 
 
 def _reshape_span(ctx: LayerContext, ndim: int) -> tuple[int, int]:
@@ -197,7 +233,14 @@ def _reshape_shape(ctx: LayerContext) -> list[Shape]:
     return [tuple(top)]
 
 
-declare("Reshape", bottoms=exactly(1), tops=exactly(1), shape=_reshape_shape, params=("reshape_param",))
+declare(
+    "Reshape",
+    bottoms=exactly(1),
+    tops=exactly(1),
+    shape=_reshape_shape,
+    params=("reshape_param",),
+    keras=_reshape_keras,
+)
 
 
 def _tile_shape(ctx: LayerContext) -> list[Shape]:
@@ -249,7 +292,28 @@ def _eltwise_shape(ctx: LayerContext) -> list[Shape]:
     return [ctx.bottoms[0]]
 
 
-declare("Eltwise", bottoms=at_least(2), tops=exactly(1), shape=_eltwise_shape, params=("eltwise_param",))
+def _eltwise_keras(ctx: KerasContext) -> KerasPlan:
+    """Plain sums and products are Keras's Add and Multiply; coefficients and MAX (whose
+    gradient Caffe sends to the first maximal bottom only) use netdef's Eltwise."""
+    param = ctx.layer.eltwise_param
+    operation = pb.EltwiseParameter.EltwiseOp.Name(param.operation).lower()
+    coeffs = list(param.coeff)
+    if operation == "sum" and all(c == 1 for c in coeffs):
+        return on_all_bottoms(ctx, "keras.layers.Add")
+    if operation == "prod":
+        return on_all_bottoms(ctx, "keras.layers.Multiply")
+    kwargs: dict[str, object] = {"operation": operation, "coeffs": coeffs or None}
+    return on_all_bottoms(ctx, netdef_layer("elementwise", "Eltwise"), kwargs)
+
+
+declare(
+    "Eltwise",
+    bottoms=at_least(2),
+    tops=exactly(1),
+    shape=_eltwise_shape,
+    params=("eltwise_param",),
+    keras=_eltwise_keras,
+)
 
 
 def _argmax_shape(ctx: LayerContext) -> list[Shape]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
+from netdef.keras import layout as lay
 from netdef.layers.declarations.common import (
     ceil_div,
     count,
@@ -23,7 +24,20 @@ from netdef.layers.declarations.common import (
     require_same_shapes,
     require_top_count,
 )
-from netdef.layers.registry import LayerContext, Shape, at_least, between, exactly
+from netdef.layers.declarations.keras_plans import netdef_layer, single
+from netdef.layers.registry import (
+    Call,
+    KerasContext,
+    KerasPlan,
+    LayerContext,
+    Shape,
+    WeightLink,
+    at_least,
+    between,
+    bottom,
+    exactly,
+    output,
+)
 from netdef.proto import netdef_pb2 as pb
 
 
@@ -228,9 +242,71 @@ def _im2col_shape(ctx: LayerContext) -> list[Shape]:
     return [(*bottom[:axis], patch, *_conv_output(ctx, geometry, bottom))]
 
 
-for _type, _shape, _blobs in (
-    ("Convolution", _conv_shape, _conv_blobs),
-    ("Deconvolution", _deconv_shape, _deconv_blobs),
+def _keras_padding(ctx: KerasContext, geometry: ConvGeometry) -> tuple[str, tuple[Call, ...]]:
+    """Keras's own padding when it equals Caffe's, else an explicit ZeroPadding call.
+
+    "same" pads (extent − 1)/2 on each side only at stride 1 with odd extents; that is the
+    common case (3×3 pad 1), and keeping it a single Keras layer matches hand-written models.
+    """
+    if not any(geometry.pad):
+        return "valid", ()
+    same = all(
+        s == 1 and 2 * p == geometry.extent(i) - 1
+        for i, (s, p) in enumerate(zip(geometry.stride, geometry.pad, strict=True))
+    )
+    if same:
+        return "same", ()
+    rank = len(geometry.pad)
+    padding = Call(f"keras.layers.ZeroPadding{rank}D", {"padding": geometry.pad}, (bottom(0),), suffix="pad")
+    return "valid", (padding,)
+
+
+def _conv_keras(ctx: KerasContext) -> KerasPlan:
+    """Conv2D/Conv3D (or DepthwiseConv2D when every channel is its own group), channels-last.
+
+    Caffe's weights (out, in/group, *k) become Keras's (*k, in/group, out); Caffe
+    cross-correlates as Keras does, so no kernel flip is needed.
+    """
+    bottom_shape = ctx.bottoms[0]
+    geometry = conv_geometry(ctx.shape, bottom_shape)
+    channels, num_output, group = _channels_and_groups(ctx.shape, geometry)
+    rank = len(geometry.kernel)
+    if geometry.channel_axis != 1 or rank not in (2, 3) or len(ctx.bottoms) != 1:
+        raise ctx.shape.fail(
+            "netdef compiles Convolution on one (N, C, H, W) or (N, C, D, H, W) bottom",
+            received=f"{len(ctx.bottoms)} bottom(s) of shape {fmt(bottom_shape)}, axis {geometry.channel_axis}",
+        )
+    padding, calls = _keras_padding(ctx, geometry)
+    source = output(0) if calls else bottom(0)
+    bias = ctx.layer.convolution_param.bias_term
+    common = {"strides": geometry.stride, "padding": padding, "dilation_rate": geometry.dilation, "use_bias": bias}
+    if rank == 2 and group == channels and group > 1:
+        conv = Call(
+            "keras.layers.DepthwiseConv2D",
+            {"kernel_size": geometry.kernel, "depth_multiplier": num_output // channels, **common},
+            (source,),
+        )
+        kernel = WeightLink(0, len(calls), 0, "depthwise_kernel", {"channels": channels})
+    else:
+        conv = Call(
+            f"keras.layers.Conv{rank}D",
+            {"filters": num_output, "kernel_size": geometry.kernel, **common, "groups": group},
+            (source,),
+        )
+        kernel = WeightLink(0, len(calls), 0, "conv_kernel")
+    weights = (kernel, WeightLink(1, len(calls), 1)) if bias else (kernel,)
+    return KerasPlan(
+        calls=(*calls, conv),
+        tops=(output(len(calls)),),
+        top_layouts=(lay.CHANNELS_LAST,),
+        bottom_layouts=(lay.CHANNELS_LAST,),
+        weights=weights,
+    )
+
+
+for _type, _shape, _blobs, _keras in (
+    ("Convolution", _conv_shape, _conv_blobs, _conv_keras),
+    ("Deconvolution", _deconv_shape, _deconv_blobs, None),
 ):
     declare(
         _type,
@@ -239,6 +315,7 @@ for _type, _shape, _blobs in (
         shape=_shape,
         blobs=_blobs,
         params=("convolution_param",),
+        keras=_keras,
     )
 
 declare(
@@ -394,12 +471,46 @@ def _pool_shape(ctx: LayerContext) -> list[Shape]:
     return [top] * max(1, len(ctx.tops))
 
 
+def _pool_keras(ctx: KerasContext) -> KerasPlan:
+    """Keras's MaxPooling/AveragePooling where they give Caffe's numbers, else CaffePooling.
+
+    They agree when nothing is padded and the windows tile the input exactly (ceil and
+    floor rounding then coincide), e.g. LeNet's and VGG's 2×2 stride-2 pooling.
+    """
+    param = ctx.layer.pooling_param
+    if len(ctx.top_shapes) > 1:
+        raise ctx.shape.fail("netdef does not compile the argmax mask top of Pooling", expected="1 top")
+    if param.pool not in (pb.PoolingParameter.MAX, pb.PoolingParameter.AVE):
+        raise ctx.shape.fail("netdef compiles MAX and AVE pooling", received="STOCHASTIC")
+    spatial = ctx.bottoms[0][2:]
+    window = pool_window(ctx.shape, param, spatial)
+    method = "max" if param.pool == pb.PoolingParameter.MAX else "ave"
+    rank = len(spatial)
+    exact = not any(window.pad) and all(
+        (size - k) % s == 0 for size, k, s in zip(spatial, window.kernel, window.stride, strict=True)
+    )
+    if exact:
+        cls = f"keras.layers.{'Max' if method == 'max' else 'Average'}Pooling{rank}D"
+        kwargs: dict[str, object] = {"pool_size": window.kernel, "strides": window.stride}
+    else:
+        cls = netdef_layer("pooling", "CaffePooling")
+        kwargs = {
+            "method": method,
+            "kernel": window.kernel,
+            "stride": window.stride,
+            "pad": window.pad,
+            "round_mode": "ceil" if param.round_mode == pb.PoolingParameter.CEIL else "floor",
+        }
+    return single(ctx, cls, kwargs, layout=lay.CHANNELS_LAST)
+
+
 declare(
     "Pooling",
     bottoms=exactly(1),
     tops=between(1, 2),
     shape=_pool_shape,
     params=("pooling_param",),
+    keras=_pool_keras,
 )
 
 
@@ -458,7 +569,20 @@ def _lrn_shape(ctx: LayerContext) -> list[Shape]:
     return [bottom]
 
 
-declare("LRN", bottoms=exactly(1), tops=exactly(1), shape=_lrn_shape, params=("lrn_param",))
+def _lrn_keras(ctx: KerasContext) -> KerasPlan:
+    param = ctx.layer.lrn_param
+    region = "across_channels" if param.norm_region == pb.LRNParameter.ACROSS_CHANNELS else "within_channel"
+    kwargs = {
+        "local_size": param.local_size,
+        "alpha": param.alpha,
+        "beta": param.beta,
+        "k": param.k,
+        "norm_region": region,
+    }
+    return single(ctx, netdef_layer("normalization", "LRN"), kwargs, layout=lay.CHANNELS_LAST)
+
+
+declare("LRN", bottoms=exactly(1), tops=exactly(1), shape=_lrn_shape, params=("lrn_param",), keras=_lrn_keras)
 
 
 def _crop_shape(ctx: LayerContext) -> list[Shape]:

@@ -1,0 +1,176 @@
+"""Compile the IR into a Keras functional model by instantiating each layer's Keras plan.
+
+The compiler knows nothing about particular Caffe types: each declaration's ``keras`` rule
+returns a plan (calls, weight links, layouts) and this module applies it, inserting the
+permutes that move blobs between Caffe's layout and channels-last where a plan asks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+from netdef.errors import NetDefinitionError
+from netdef.ir import AUTOMATIC_TOP, Net, Node, Value
+from netdef.keras import layout as lay
+from netdef.layers.registry import Call, KerasContext, KerasPlan, LayerContext, Ref, Shape
+from netdef.load import NetSource, load_net
+from netdef.names import UniqueNames, keras_name
+
+
+@dataclass
+class Binding:
+    """Where the Caffe blobs of one layer live in a compiled model."""
+
+    node: Node
+    plan: KerasPlan
+    #: Keras layer name of each plan call.
+    layer_names: list[str]
+
+
+@dataclass
+class Compiled:
+    """A compiled model with the bookkeeping weight transfer needs."""
+
+    model: keras.Model
+    net: Net
+    layout: str
+    bindings: list[Binding] = field(default_factory=list)
+
+
+def _import(path: str) -> type:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+class _Builder:
+    def __init__(self, net: Net, layout: str) -> None:
+        if layout not in lay.LAYOUTS:
+            raise NetDefinitionError(f"unknown layout '{layout}'", expected=" or ".join(lay.LAYOUTS), received=layout)
+        self.net = net
+        self.layout = layout
+        self.names = UniqueNames()
+        self.tensors: dict[str, tuple[Any, str]] = {}  # value key -> (tensor, layout)
+        self.converted: dict[tuple[str, str], Any] = {}
+        self.inputs: list[Any] = []
+        self.bindings: list[Binding] = []
+
+    # -- tensors and layouts -------------------------------------------------------------
+    def tensor(self, value: Value, wanted: str | None) -> Any:
+        tensor, held = self.tensors[value.key]
+        if wanted is None or wanted == held or value.shape is None or not lay.spatial(len(value.shape)):
+            return tensor
+        key = (value.key, wanted)
+        if key not in self.converted:
+            perm = lay.permutation(len(value.shape), held, wanted)
+            name = self.names.take(keras_name(f"{value.blob}_to_{wanted}"))
+            self.converted[key] = keras.layers.Permute(tuple(a for a in perm[1:]), name=name)(tensor)
+        return self.converted[key]
+
+    def layout_of(self, value: Value) -> str:
+        return self.tensors[value.key][1]
+
+    # -- layers --------------------------------------------------------------------------
+    def add_input(self, value: Value) -> None:
+        shape = value.shape
+        if shape is None:
+            raise NetDefinitionError(f"the shape of input blob '{value.blob}' is unknown")
+        boundary = self.layout if lay.spatial(len(shape)) else lay.CAFFE
+        tensor = keras.Input(shape=lay.shape(shape, boundary)[1:], name=self.names.take(keras_name(value.blob)))
+        self.inputs.append(tensor)
+        self.tensors[value.key] = (tensor, boundary)
+
+    def add_node(self, node: Node) -> None:
+        spec = node.spec
+        if node.is_source:
+            for value in node.tops:
+                self.add_input(value)
+            return
+        if spec.keras is None:
+            if node.tops:
+                raise node.error(f"{node.type} layers cannot be compiled to Keras")
+            return
+        context = KerasContext(
+            shape=LayerContext(layer=node.param, bottoms=[v.shape for v in node.bottoms], phase=self.net.phase),  # type: ignore[misc]
+            bottom_layouts=[self.layout_of(v) for v in node.bottoms],
+            top_shapes=[v.shape for v in node.tops],  # type: ignore[misc]
+            blob_shapes=[b.shape for b in node.blobs],
+            boundary=self.layout,
+        )
+        plan = spec.keras(context)
+        wanted = list(plan.bottom_layouts) + [None] * (len(node.bottoms) - len(plan.bottom_layouts))
+        bottoms = [self.tensor(value, layout) for value, layout in zip(node.bottoms, wanted, strict=True)]
+        outputs: list[list[Any]] = []
+        names: list[str] = []
+        for call in plan.calls:
+            name = self.names.take(keras_name(node.name if not call.suffix else f"{node.name}_{call.suffix}"))
+            names.append(name)
+            outputs.append(self._apply(call, name, bottoms, outputs))
+        for value, ref, top_layout in zip(node.tops, plan.tops, plan.top_layouts, strict=True):
+            self.tensors[value.key] = (self._resolve(ref, bottoms, outputs), top_layout)
+        self.bindings.append(Binding(node, plan, names))
+
+    def _apply(self, call: Call, name: str, bottoms: list[Any], outputs: list[list[Any]]) -> list[Any]:
+        layer = _import(call.cls)(**call.kwargs, name=name)
+        args = [self._resolve(ref, bottoms, outputs) for ref in call.inputs]
+        result = layer(args if call.as_list or len(args) > 1 else args[0])
+        return list(result) if isinstance(result, (list, tuple)) else [result]
+
+    @staticmethod
+    def _resolve(ref: Ref, bottoms: list[Any], outputs: list[list[Any]]) -> Any:
+        return bottoms[ref.index] if ref.source == "bottom" else outputs[ref.index][ref.output]
+
+    def outputs(self, values: Sequence[Value]) -> list[Any]:
+        result = []
+        for value in values:
+            tensor = self.tensor(value, self.layout if value.shape and lay.spatial(len(value.shape)) else None)
+            result.append(tensor)
+        return result
+
+
+def model_outputs(net: Net) -> list[Value]:
+    """Blobs nobody consumes, as Caffe's ``net.outputs``, plus the automatic tops of losses."""
+    automatic = [v for v in net.values.values() if v.blob == AUTOMATIC_TOP]
+    return [*net.outputs, *automatic]
+
+
+def compile_net(net: Net, layout: str = lay.CAFFE, outputs: Iterable[str] | None = None) -> Compiled:
+    """Build the Keras model of ``net``; ``outputs`` names Caffe blobs to expose instead of the net's outputs."""
+    builder = _Builder(net, layout)
+    for node in net.nodes:
+        builder.add_node(node)
+    values = [net.blob(name) for name in outputs] if outputs is not None else model_outputs(net)
+    if not values:
+        raise NetDefinitionError("the net has no outputs to compute", hint="every blob is consumed or silenced")
+    model = keras.Model(builder.inputs, builder.outputs(values), name=keras_name(net.name or "net"))
+    return Compiled(model=model, net=net, layout=layout, bindings=builder.bindings)
+
+
+def to_keras(
+    net_or_path: NetSource | Net,
+    weights: str | os.PathLike[str] | None = None,
+    phase: str = "TEST",
+    stages: Iterable[str] = (),
+    layout: str = lay.CAFFE,
+    *,
+    level: int = 0,
+    data_shapes: Mapping[str, Shape] | None = None,
+) -> keras.Model:
+    """A Keras model computing what Caffe computes for this net.
+
+    With ``layout="caffe"`` the model takes and returns blobs in Caffe's (N, C, H, W) order,
+    so arrays prepared for pycaffe feed it unchanged; with ``"channels_last"`` it is a
+    Keras-native model. Inside, images are computed channels-last either way.
+    """
+    net = load_net(net_or_path, phase=phase, stages=stages, level=level, data_shapes=data_shapes)
+    compiled = compile_net(net, layout)
+    if weights is not None:
+        from netdef.keras.weights import load_caffe_weights
+
+        load_caffe_weights(compiled, weights)
+    return compiled.model
