@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -190,6 +191,58 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights_format(path: str) -> str:
+    name = path.lower()
+    if name.endswith(".weights.h5"):
+        return "keras"
+    if name.endswith((".h5", ".hdf5")):
+        return "hdf5"
+    return "caffemodel"
+
+
+def cmd_convert_weights(args: argparse.Namespace) -> int:
+    """Between .caffemodel, Caffe's HDF5 and Keras's .weights.h5 (the latter needs the net)."""
+    from netdef.weights import read_weights, write_caffe_hdf5, write_caffemodel
+
+    source, target = _weights_format(args.input), _weights_format(args.output)
+    if "keras" in (source, target) and not args.model:
+        raise NetDefinitionError("converting Keras weights needs the net", hint="add --model NET.prototxt")
+    net = _load(args, args.model) if args.model else None
+    if source == "keras" or target == "keras":
+        from netdef.keras.compiler import compile_net
+        from netdef.keras.weights import caffe_blobs
+
+        compiled = compile_net(net)
+        if source == "keras":
+            compiled.model.load_weights(args.input)
+        else:
+            _weights_into(compiled, args.input)
+        if target == "keras":
+            _save_keras_weights(compiled.model, args.output)
+            print(f"{args.input} -> {args.output}: {compiled.model.count_params():,} parameters")
+            return 0
+        layers = caffe_blobs(compiled)
+    else:
+        layers = read_weights(args.input)
+    if target == "hdf5":
+        write_caffe_hdf5(args.output, layers)
+    else:
+        write_caffemodel(args.output, layers, net.param if net else None)
+    print(f"{args.input} -> {args.output}: {len(layers)} layers with weights")
+    return 0
+
+
+def _save_keras_weights(model: object, path: str) -> None:
+    # Keras writes in place; a sibling temporary file and a rename keep the target whole.
+    target = Path(path)
+    temporary = target.with_name(f".{target.name.removesuffix('.weights.h5')}.partial.weights.h5")
+    try:
+        model.save_weights(temporary)  # type: ignore[attr-defined]
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _print_warnings(warnings: Sequence[NetdefError]) -> None:
     for warning in warnings:
         print(f"netdef: warning: {warning}", file=sys.stderr)
@@ -229,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("-o", "--output", required=True, help="the .keras file to write")
     _add_state_options(compile_)
     compile_.set_defaults(run=cmd_compile)
+
+    convert = verbs.add_parser(
+        "convert-weights", parents=[common], help="convert between .caffemodel, Caffe HDF5 and Keras .weights.h5"
+    )
+    convert.add_argument("input", help=".caffemodel, Caffe .h5, or Keras .weights.h5")
+    convert.add_argument("output", help="format by suffix: .caffemodel, .h5 (Caffe), .weights.h5 (Keras)")
+    convert.add_argument("--model", help="the net prototxt (needed for Keras weights)")
+    _add_state_options(convert)
+    convert.set_defaults(run=cmd_convert_weights)
 
     upgrade = verbs.add_parser(
         "upgrade", parents=[common], help="rewrite a legacy (V0/V1) net or solver in the current format"

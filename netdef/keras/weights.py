@@ -9,13 +9,15 @@ Each pair is exact and invertible, so .caffemodel → Keras → .caffemodel is l
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from netdef.errors import WeightsError
-from netdef.keras.compiler import Compiled
+from netdef.keras.compiler import Binding, Compiled
+from netdef.layers.registry import WeightLink
 from netdef.weights import LayerBlobs, match_blobs, read_weights
 
 Args = dict[str, object]
@@ -99,11 +101,15 @@ CONVERTERS: dict[str, Converter] = {
 }
 
 
-def _variables(compiled: Compiled):  # -> Iterator[(binding, link, variable)]
+def _variables(compiled: Compiled) -> Iterator[tuple[Binding, WeightLink, Any]]:
+    """Each Caffe blob's Keras variable; layers the model left out (not needed for the
+    outputs it was built for) have none."""
+    layers = {layer.name: layer for layer in compiled.model.layers}
     for binding in compiled.bindings:
         for link in binding.plan.weights:
-            layer = compiled.model.get_layer(binding.layer_names[link.call])
-            yield binding, link, layer.weights[link.variable]
+            layer = layers.get(binding.layer_names[link.call])
+            if layer is not None:
+                yield binding, link, layer.weights[link.variable]
 
 
 def set_caffe_blobs(compiled: Compiled, blobs: dict[str, list[np.ndarray]]) -> None:
