@@ -48,15 +48,20 @@ def random_blobs(net: Net, seed: int = 0) -> list[LayerBlobs]:
     return layers
 
 
-def write_random_caffemodel(net: Net, path: Path, seed: int = 0) -> Path:
-    write_caffemodel(path, random_blobs(net, seed), net.param)
+def write_random_caffemodel(net: Net, path: Path, seed: int = 0) -> Path | None:
+    """A .caffemodel of random weights, or None for a net without weights."""
+    layers = random_blobs(net, seed)
+    if not layers:
+        return None
+    write_caffemodel(path, layers, net.param)
     return path
 
 
 def opencv_forward(
-    prototxt: Path, caffemodel: Path, inputs: dict[str, np.ndarray], outputs: list[str]
+    prototxt: Path, caffemodel: Path | None, inputs: dict[str, np.ndarray], outputs: list[str]
 ) -> list[np.ndarray]:
-    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    args = (str(prototxt), str(caffemodel)) if caffemodel else (str(prototxt),)
+    net = cv2.dnn.readNetFromCaffe(*args)
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     for name, array in inputs.items():
         net.setInput(array, name)
@@ -64,10 +69,11 @@ def opencv_forward(
 
 
 def netdef_forward(
-    net: Net, caffemodel: Path, inputs: dict[str, np.ndarray], outputs: list[str], layout: str = "caffe"
+    net: Net, caffemodel: Path | None, inputs: dict[str, np.ndarray], outputs: list[str], layout: str = "caffe"
 ) -> list[np.ndarray]:
     compiled = compile_net(net, layout=layout, outputs=outputs)
-    load_caffe_weights(compiled, caffemodel)
+    if caffemodel is not None:
+        load_caffe_weights(compiled, caffemodel)
     feeds = [inputs[value.blob] for value in net.feeds]
     results = compiled.model.predict(feeds, verbose=0)
     return [np.asarray(r) for r in (results if isinstance(results, list) else [results])]

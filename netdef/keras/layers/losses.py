@@ -343,6 +343,8 @@ class Accuracy(keras.layers.Layer):
     def call(self, inputs: Sequence[Any]) -> Any:
         scores, labels = inputs
         grouped, _, inner = _classes_last(ops.stop_gradient(scores), self.axis, "Accuracy")
+        if grouped.shape[-1] < self.top_k:
+            raise ValueError(f"Accuracy: expected top_k <= {grouped.shape[-1]} classes, received {self.top_k}")
         label, valid = _labels(ops.reshape(labels, (-1, inner)), self.ignore_label)
         true_score = ops.expand_dims(_at_labels(grouped, label), -1)
         at_least = ops.sum(ops.cast(grouped >= true_score, "int32"), axis=-1)

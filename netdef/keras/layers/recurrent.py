@@ -90,7 +90,12 @@ class _UnrolledRecurrent(keras.layers.Layer):
         if len(x_shape) < 2 or x_shape[0] is None or None in x_shape[2:]:
             raise ValueError(f"{name}: expected x of static shape (T, N, ...), received {tuple(x_shape)}")
         self._input_dim = math.prod(x_shape[2:])
-        self._static_dim = math.prod(input_shape[2][1:]) if self._has_static else None
+        self._static_dim = None
+        if self._has_static:
+            static_shape = input_shape[2]
+            if len(static_shape) < 1 or None in static_shape[1:]:
+                raise ValueError(f"{name}: expected x_static of static shape (N, ...), received {tuple(static_shape)}")
+            self._static_dim = math.prod(static_shape[1:])
         self._create_weights()
         if not self.expose_hidden:
             streams = x_shape[1]

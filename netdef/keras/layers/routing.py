@@ -10,6 +10,7 @@ an axis of the tensor they receive, or work on axis 0, which is the batch in bot
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -158,8 +159,11 @@ class ArgMax(keras.layers.Layer):
     def call(self, x: Any) -> Any:
         x = ops.stop_gradient(x)
         rank = len(x.shape)
-        if self.axis is not None:
-            axis = canonical_axis(self.axis, rank, "ArgMax")
+        axis = None if self.axis is None else canonical_axis(self.axis, rank, "ArgMax")
+        ranked = math.prod(x.shape[1:]) if axis is None else x.shape[axis]
+        if ranked < self.top_k:
+            raise ValueError(f"ArgMax: expected top_k <= {ranked}, the number of values ranked, received {self.top_k}")
+        if axis is not None:
             last = ops.moveaxis(x, axis, -1)
             if self.out_max_val:
                 top = ops.top_k(last, self.top_k)[0]
@@ -256,13 +260,14 @@ class CaffeParameter(keras.layers.Layer):
 
     def __init__(self, shape: Sequence[int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.shape = [int(d) for d in shape]
+        # Not ``self.shape``: Keras's tree utilities take objects with ``shape`` and ``dtype`` for tensors.
+        self.blob_shape = [int(d) for d in shape]
 
     def build(self, input_shape: Any) -> None:
-        self.value = self.add_weight(name="value", shape=tuple(self.shape), initializer="zeros")
+        self.value = self.add_weight(name="value", shape=tuple(self.blob_shape), initializer="zeros")
 
     def call(self, inputs: Any) -> Any:
         return ops.convert_to_tensor(self.value)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "shape": self.shape}
+        return {**super().get_config(), "shape": self.blob_shape}

@@ -7,6 +7,9 @@ MVN, Softmax). AbsVal is the surprise: Caffe refuses to run it in place.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from netdef.keras import layout as lay
 from netdef.layers.declarations.common import declare, legacy, legacy4, require_axes
 from netdef.layers.declarations.keras_plans import internal_axis, netdef_layer, single
 from netdef.layers.registry import (
@@ -157,7 +160,20 @@ def _mvn_shape(ctx: LayerContext) -> list[Shape]:
     return [legacy4(ctx, ctx.bottoms[0])]
 
 
-_neuron("MVN", ("mvn_param",), shape=_mvn_shape)
+def _mvn_keras(ctx: KerasContext) -> KerasPlan:
+    """MVN's top is always 4-D (Caffe reshapes to num, channels, height, width), held channels-last."""
+    param = ctx.layer.mvn_param
+    kwargs = {
+        "normalize_variance": param.normalize_variance,
+        "across_channels": param.across_channels,
+        "eps": param.eps,
+    }
+    rank = len(ctx.bottoms[0])
+    plan = single(ctx, netdef_layer("normalization", "MVN"), kwargs, layout=lay.internal_layout(rank))
+    return replace(plan, top_layouts=(lay.CHANNELS_LAST,))
+
+
+_neuron("MVN", ("mvn_param",), shape=_mvn_shape, keras=_mvn_keras)
 
 
 def _softmax_shape(ctx: LayerContext) -> list[Shape]:

@@ -24,7 +24,7 @@ from netdef.layers.declarations.common import (
     require_same_shapes,
     require_top_count,
 )
-from netdef.layers.declarations.keras_plans import netdef_layer, single
+from netdef.layers.declarations.keras_plans import netdef_layer, on_all_bottoms, single
 from netdef.layers.registry import (
     Call,
     KerasContext,
@@ -304,9 +304,35 @@ def _conv_keras(ctx: KerasContext) -> KerasPlan:
     )
 
 
+def _deconv_keras(ctx: KerasContext) -> KerasPlan:
+    """netdef's CaffeDeconvolution: Caffe's output size, groups and dilation on channels-last.
+
+    Its kernel (*k, out/group, in) is Caffe's (in, out/group, *k) with the spatial axes
+    first, the same reordering as a convolution kernel.
+    """
+    geometry = conv_geometry(ctx.shape, ctx.bottoms[0])
+    _, num_output, group = _channels_and_groups(ctx.shape, geometry)
+    if geometry.channel_axis != 1 or len(geometry.kernel) not in (2, 3) or len(ctx.bottoms) != 1:
+        raise ctx.shape.fail("netdef compiles Deconvolution on one 4-D or 5-D bottom with axis 1")
+    bias = ctx.layer.convolution_param.bias_term
+    kwargs = {
+        "filters": num_output,
+        "kernel": geometry.kernel,
+        "stride": geometry.stride,
+        "pad": geometry.pad,
+        "dilation": geometry.dilation,
+        "groups": group,
+        "use_bias": bias,
+    }
+    weights = (WeightLink(0, 0, 0, "conv_kernel"),) + ((WeightLink(1, 0, 1),) if bias else ())
+    return single(
+        ctx, netdef_layer("deconvolution", "CaffeDeconvolution"), kwargs, layout=lay.CHANNELS_LAST, weights=weights
+    )
+
+
 for _type, _shape, _blobs, _keras in (
     ("Convolution", _conv_shape, _conv_blobs, _conv_keras),
-    ("Deconvolution", _deconv_shape, _deconv_blobs, None),
+    ("Deconvolution", _deconv_shape, _deconv_blobs, _deconv_keras),
 ):
     declare(
         _type,
@@ -318,11 +344,20 @@ for _type, _shape, _blobs, _keras in (
         keras=_keras,
     )
 
+
+def _im2col_keras(ctx: KerasContext) -> KerasPlan:
+    """Patches in Caffe's channel order ((c·kh + i)·kw + j), computed on the Caffe layout."""
+    geometry = conv_geometry(ctx.shape, ctx.bottoms[0], min_spatial_axes=1)
+    kwargs = {"kernel": geometry.kernel, "stride": geometry.stride, "pad": geometry.pad, "dilation": geometry.dilation}
+    return single(ctx, netdef_layer("spatial", "Im2col"), kwargs, layout=lay.CAFFE)
+
+
 declare(
     "Im2col",
     bottoms=exactly(1),
     tops=exactly(1),
     shape=_im2col_shape,
+    keras=_im2col_keras,
     params=("convolution_param",),
 )
 
@@ -552,7 +587,15 @@ def _spp_shape(ctx: LayerContext) -> list[Shape]:
     return [(num, sum(channels * count(level) for level in levels))]
 
 
-declare("SPP", bottoms=exactly(1), tops=exactly(1), shape=_spp_shape, params=("spp_param",))
+def _spp_keras(ctx: KerasContext) -> KerasPlan:
+    """The pyramid flattens each level in C,H,W order, so it runs on the Caffe layout."""
+    param = ctx.layer.spp_param
+    method = "max" if param.pool == pb.SPPParameter.MAX else "ave"
+    kwargs = {"pyramid_height": param.pyramid_height, "method": method}
+    return single(ctx, netdef_layer("spatial", "SPP"), kwargs, layout=lay.CAFFE)
+
+
+declare("SPP", bottoms=exactly(1), tops=exactly(1), shape=_spp_shape, params=("spp_param",), keras=_spp_keras)
 
 
 def _lrn_shape(ctx: LayerContext) -> list[Shape]:
@@ -621,11 +664,27 @@ def _crop_shape(ctx: LayerContext) -> list[Shape]:
     return [tuple(top)]
 
 
+def _crop_keras(ctx: KerasContext) -> KerasPlan:
+    """Offsets per axis of the held layout; both bottoms are brought to bottom 0's layout."""
+    param = ctx.layer.crop_param
+    rank = len(ctx.bottoms[0])
+    start = ctx.shape.axis(param.axis, rank)
+    offsets = list(param.offset)
+    caffe_offsets: list[int | None] = [None] * start
+    for i in range(start, rank):
+        caffe_offsets.append(offsets[0] if len(offsets) == 1 else offsets[i - start] if offsets else 0)
+    held = ctx.bottom_layouts[0]
+    order = lay.caffe_to_internal_order(rank) if held == lay.CHANNELS_LAST else tuple(range(rank))
+    kwargs = {"offsets": [caffe_offsets[a] for a in order]}
+    return on_all_bottoms(ctx, netdef_layer("spatial", "Crop"), kwargs, layout=held)
+
+
 declare(
     "Crop",
     bottoms=exactly(2),
     tops=exactly(1),
     shape=_crop_shape,
+    keras=_crop_keras,
     params=("crop_param",),
     no_gradient=frozenset({1}),
 )
