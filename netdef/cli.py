@@ -251,6 +251,11 @@ def _print_warnings(warnings: Sequence[NetdefError]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="netdef", description="Caffe model definitions, compiled to Keras.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--backend",
+        choices=("tensorflow", "torch", "jax"),
+        help="Keras backend (default: $KERAS_BACKEND, else tensorflow)",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     # --debug is accepted after the verb too, where people tend to add it.
     common = argparse.ArgumentParser(add_help=False)
@@ -305,6 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
+    if args.backend:
+        # Keras reads the backend once, at its first import, which the verbs do lazily.
+        os.environ["KERAS_BACKEND"] = args.backend
     try:
         return run(args)
     except NetdefError as error:

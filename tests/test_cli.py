@@ -159,3 +159,14 @@ def test_upgrade_command_matches_expected_v2_and_is_stable(tmp_path: Path, expec
     assert read_net(first).message == read_net(expected).message
     assert main(["upgrade", str(first), str(second)]) == 0
     assert second.read_text() == first.read_text()
+
+
+def test_backend_option_selects_the_keras_backend(tmp_path: Path) -> None:
+    script = "import sys, netdef.cli; netdef.cli.main(sys.argv[1:]); import keras; print(keras.backend.backend())"
+    result = subprocess.run(
+        [sys.executable, "-c", script, "--backend", "torch", "summary", str(LENET)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip().endswith("torch")

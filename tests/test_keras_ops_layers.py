@@ -30,6 +30,8 @@ from .conftest import REPO
 
 F64 = "float64"
 FLT_MIN = np.finfo(np.float32).tiny
+#: Central-difference step; float64 keeps the truncation and rounding errors near 1e-10.
+EPS = 1e-6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,7 +67,7 @@ def _objective(outputs: Sequence[Any], probes: Sequence[np.ndarray]) -> Any:
 
 
 def check_gradients(
-    layer: keras.layers.Layer, inputs: Sequence[Any], wrt: Sequence[int] = (0,), eps: float = 1e-6, seed: int = 0
+    layer: keras.layers.Layer, inputs: Sequence[Any], wrt: Sequence[int] = (0,)
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Autodiff vs central differences for the inputs ``wrt`` and every trainable weight.
 
@@ -73,7 +75,7 @@ def check_gradients(
     upstream gradients), for comparisons with Caffe's backward formulas.
     """
     inputs = [np.array(x, np.float64) for x in inputs]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(0)
     probes = [rng.standard_normal(o.shape) for o in run(layer, *inputs)]
 
     def value(xs: Sequence[np.ndarray]) -> float:
@@ -94,9 +96,9 @@ def check_gradients(
         grad = np.zeros_like(inputs[i])
         for idx in np.ndindex(grad.shape):
             plus, minus = [x.copy() for x in inputs], [x.copy() for x in inputs]
-            plus[i][idx] += eps
-            minus[i][idx] -= eps
-            grad[idx] = (value(plus) - value(minus)) / (2 * eps)
+            plus[i][idx] += EPS
+            minus[i][idx] -= EPS
+            grad[idx] = (value(plus) - value(minus)) / (2 * EPS)
         numeric.append(grad)
     for weight in layer.trainable_weights:
         base = np.asarray(weight.numpy())
@@ -104,9 +106,9 @@ def check_gradients(
         for idx in np.ndindex(base.shape):
             for sign in (1, -1):
                 shifted = base.copy()
-                shifted[idx] += sign * eps
+                shifted[idx] += sign * EPS
                 weight.assign(shifted)
-                grad[idx] += sign * value(inputs) / (2 * eps)
+                grad[idx] += sign * value(inputs) / (2 * EPS)
         weight.assign(base)
         numeric.append(grad)
     for a, n in zip(autodiff, numeric, strict=True):
@@ -761,6 +763,15 @@ def test_accuracy_counts_ties_against(shape: tuple[int, ...], axis: int, top_k: 
     both = run(ls.Accuracy(top_k, axis, ignore, per_class=True, dtype=F64), x, label)
     assert_matches(both[0], accuracy)
     assert_matches(both[1], per_class)
+
+
+def test_top_k_beyond_the_ranked_values_is_rejected_like_caffe() -> None:
+    with pytest.raises(ValueError, match="expected top_k <= 4"):
+        run(rt.ArgMax(top_k=5), np.ones((2, 2, 2)))
+    with pytest.raises(ValueError, match="expected top_k <= 2"):
+        run(rt.ArgMax(top_k=3, axis=1), np.ones((2, 2, 2)))
+    with pytest.raises(ValueError, match="expected top_k <= 3 classes"):
+        run(ls.Accuracy(top_k=4), np.ones((2, 3)), np.ones(2))
 
 
 def test_accuracy_with_every_label_ignored_is_zero() -> None:
