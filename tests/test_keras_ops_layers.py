@@ -3,7 +3,8 @@
 Every forward pass is checked against a numpy transcription of the formula in Caffe's
 C++ (written here, independent of the layer code), every gradient against central finite
 differences in float64 and, where Caffe's backward is not the derivative of its forward,
-against a transcription of Caffe's backward.
+against a transcription of Caffe's backward. Only the tapes are backend-specific, so the
+file passes under ``KERAS_BACKEND=torch`` as well as TensorFlow.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
+from keras import ops
 
 from netdef.keras.layers import elementwise as ew
 from netdef.keras.layers import losses as ls
@@ -48,7 +49,7 @@ def _call(layer: keras.layers.Layer, tensors: Sequence[Any]) -> list[Any]:
 
 def run(layer: keras.layers.Layer, *inputs: Any) -> list[np.ndarray]:
     """The layer's outputs as numpy arrays (always a list)."""
-    return [np.asarray(o) for o in _call(layer, [tf.constant(np.asarray(x)) for x in inputs])]
+    return [ops.convert_to_numpy(o) for o in _call(layer, [ops.convert_to_tensor(np.asarray(x)) for x in inputs])]
 
 
 def assert_matches(actual: Any, expected: Any) -> None:
@@ -63,7 +64,37 @@ def assert_matches(actual: Any, expected: Any) -> None:
 
 def _objective(outputs: Sequence[Any], probes: Sequence[np.ndarray]) -> Any:
     """A random linear functional of all outputs, so every output element's gradient matters."""
-    return sum(tf.reduce_sum(tf.cast(o, tf.float64) * p) for o, p in zip(outputs, probes, strict=True))
+    return sum(ops.sum(ops.cast(o, "float64") * ops.convert_to_tensor(p)) for o, p in zip(outputs, probes, strict=True))
+
+
+def autodiff(
+    layer: keras.layers.Layer, inputs: Sequence[Any], probes: Sequence[Any], wrt: Sequence[int]
+) -> list[np.ndarray | None]:
+    """Backend autodiff of Σ probe·output for the inputs ``wrt``, then every trainable weight.
+
+    ``None`` where no gradient flows. TensorFlow and PyTorch each need their own tape; the
+    layers themselves are backend-neutral, and this file passes on both backends.
+    """
+    arrays = [np.asarray(x, np.float64) for x in inputs]
+    weights = [w.value for w in layer.trainable_weights]
+    if keras.backend.backend() == "torch":
+        import torch
+
+        tensors = [torch.tensor(x, requires_grad=i in wrt) for i, x in enumerate(arrays)]
+        targets = [tensors[i] for i in wrt] + weights
+        objective = _objective(_call(layer, tensors), probes)
+        if not objective.requires_grad:
+            return [None] * len(targets)
+        grads = torch.autograd.grad(objective, targets, allow_unused=True)
+        return [None if g is None else g.detach().numpy() for g in grads]
+    import tensorflow as tf
+
+    tensors = [tf.constant(x) for x in arrays]
+    targets = [tensors[i] for i in wrt] + weights
+    with tf.GradientTape() as tape:
+        tape.watch([tensors[i] for i in wrt])
+        objective = _objective(_call(layer, tensors), probes)
+    return [None if g is None else np.asarray(tf.convert_to_tensor(g)) for g in tape.gradient(objective, targets)]
 
 
 def check_gradients(
@@ -79,17 +110,12 @@ def check_gradients(
     probes = [rng.standard_normal(o.shape) for o in run(layer, *inputs)]
 
     def value(xs: Sequence[np.ndarray]) -> float:
-        return float(_objective(_call(layer, [tf.constant(x) for x in xs]), probes))
+        return float(ops.convert_to_numpy(_objective(_call(layer, [ops.convert_to_tensor(x) for x in xs]), probes)))
 
-    tensors = [tf.constant(x) for x in inputs]
-    variables = [w.value for w in layer.trainable_weights]
-    with tf.GradientTape() as tape:
-        tape.watch([tensors[i] for i in wrt])
-        objective = _objective(_call(layer, tensors), probes)
-    targets = [tensors[i] for i in wrt] + variables
-    autodiff = [
-        np.zeros(t.shape) if g is None else np.asarray(tf.convert_to_tensor(g))
-        for g, t in zip(tape.gradient(objective, targets), targets, strict=True)
+    shapes = [inputs[i].shape for i in wrt] + [tuple(w.shape) for w in layer.trainable_weights]
+    grads = [
+        np.zeros(shape) if g is None else g
+        for g, shape in zip(autodiff(layer, inputs, probes, wrt), shapes, strict=True)
     ]
     numeric = []
     for i in wrt:
@@ -101,7 +127,7 @@ def check_gradients(
             grad[idx] = (value(plus) - value(minus)) / (2 * EPS)
         numeric.append(grad)
     for weight in layer.trainable_weights:
-        base = np.asarray(weight.numpy())
+        base = ops.convert_to_numpy(weight)
         grad = np.zeros_like(base)
         for idx in np.ndindex(base.shape):
             for sign in (1, -1):
@@ -111,20 +137,16 @@ def check_gradients(
                 grad[idx] += sign * value(inputs) / (2 * EPS)
         weight.assign(base)
         numeric.append(grad)
-    for a, n in zip(autodiff, numeric, strict=True):
+    for a, n in zip(grads, numeric, strict=True):
         np.testing.assert_allclose(a, n, rtol=1e-5, atol=1e-7)
-    return autodiff, probes
+    return grads, probes
 
 
 def input_gradients(
     layer: keras.layers.Layer, inputs: Sequence[Any], probes: Sequence[Any], wrt: Sequence[int]
-) -> list[Any]:
+) -> list[np.ndarray | None]:
     """Autodiff gradients of Σ probe·output for the inputs ``wrt`` (None where none flows)."""
-    tensors = [tf.constant(np.asarray(x, np.float64)) for x in inputs]
-    with tf.GradientTape() as tape:
-        tape.watch([tensors[i] for i in wrt])
-        objective = _objective(_call(layer, tensors), probes)
-    return tape.gradient(objective, [tensors[i] for i in wrt])
+    return autodiff(layer, inputs, probes, wrt)[: len(wrt)]
 
 
 def built(layer: keras.layers.Layer, inputs: Sequence[Any], weights: Sequence[np.ndarray]) -> keras.layers.Layer:
@@ -995,7 +1017,7 @@ data = np.load(sys.argv[2])
 inputs = [data[f"input{i}"] for i in range(len(model.inputs))]
 outputs = model(inputs)
 for i, output in enumerate(outputs):
-    np.testing.assert_array_equal(np.asarray(output), data[f"output{i}"])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(output), data[f"output{i}"])
 print("identical", len(outputs))
 """
 
@@ -1032,7 +1054,7 @@ def test_keras_file_round_trip_in_a_fresh_process(tmp_path: Path) -> None:
         rng.standard_normal((3, 2, 5)).astype(np.float32),
         cont_data,
     ]
-    results = [np.asarray(o) for o in model(inputs)]
+    results = [ops.convert_to_numpy(o) for o in model(inputs)]
     path, data = tmp_path / "model.keras", tmp_path / "data.npz"
     model.save(path)
     np.savez(data, **{f"input{i}": x for i, x in enumerate(inputs)}, **{f"output{i}": y for i, y in enumerate(results)})

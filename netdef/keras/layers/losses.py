@@ -30,13 +30,18 @@ FLT_MIN = 1.1754943508222875e-38
 LOG_THRESHOLD = 1e-20
 
 
+def _at_least(x: Any, floor: float) -> Any:
+    """``max(x, floor)`` in ``x``'s dtype (``keras.ops.maximum`` with a Python float gives float32 on PyTorch)."""
+    return ops.maximum(x, ops.cast(floor, x.dtype))
+
+
 def _normalizer(mode: str, outer: Any, inner: Any, valid_count: Any, dtype: str) -> Any:
     """Caffe's ``get_normalizer``: the divisor for ``mode``, never less than 1.
 
     The floor of 1 keeps a batch whose labels are all ignored at loss 0 instead of NaN.
     """
     value = {"full": outer * inner, "valid": valid_count, "batch_size": outer, "none": 1}[mode]
-    return ops.maximum(ops.cast(value, dtype), 1.0)
+    return _at_least(ops.cast(value, dtype), 1.0)
 
 
 def _classes_last(x: Any, axis: int, layer: str) -> tuple[Any, Any, Any]:
@@ -67,7 +72,7 @@ def _at_labels(values: Any, label: Any) -> Any:
 
 def _ratio(numerator: Any, denominator: Any) -> Any:
     """``numerator / denominator``, or 0 where the denominator is 0 (Caffe's empty-count rule)."""
-    return ops.where(denominator > 0, numerator / ops.maximum(denominator, 1.0), 0.0)
+    return ops.where(denominator > 0, numerator / _at_least(denominator, 1.0), 0.0)
 
 
 @keras.saving.register_keras_serializable(package="netdef")
@@ -104,7 +109,7 @@ class SoftmaxWithLoss(keras.layers.Layer):
         label, valid = _labels(ops.reshape(labels, (-1, inner)), self.ignore_label)
         prob = _at_labels(ops.softmax(grouped, axis=-1), label)
         log_prob = _at_labels(ops.log_softmax(grouped, axis=-1), label)
-        per_label = with_gradient_of(-ops.log(ops.maximum(prob, FLT_MIN)), -log_prob)
+        per_label = with_gradient_of(-ops.log(_at_least(prob, FLT_MIN)), -log_prob)
         valid_count = ops.sum(ops.cast(valid, scores.dtype))
         norm = _normalizer(self.normalization, outer, inner, valid_count, scores.dtype)
         loss = ops.sum(ops.where(valid, per_label, 0.0)) / norm
@@ -238,7 +243,7 @@ class InfogainLoss(keras.layers.Layer):
         grouped, outer, inner = _classes_last(scores, self.axis, "InfogainLoss")
         label, valid = _labels(ops.reshape(labels, (-1, inner)), self.ignore_label)
         rows = ops.take(matrix, label, axis=0)
-        value = -ops.sum(rows * ops.log(ops.maximum(ops.softmax(grouped, axis=-1), LOG_THRESHOLD)), axis=-1)
+        value = -ops.sum(rows * ops.log(_at_least(ops.softmax(grouped, axis=-1), LOG_THRESHOLD)), axis=-1)
         surrogate = -ops.sum(rows * ops.log_softmax(grouped, axis=-1), axis=-1)
         per_label = with_gradient_of(value, surrogate)
         valid_count = ops.sum(ops.cast(valid, scores.dtype))
@@ -272,7 +277,7 @@ class MultinomialLogisticLoss(keras.layers.Layer):
         flat = ops.reshape(prob, (-1, count(prob, 1)))
         label = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
         at_label = ops.take_along_axis(flat, label, axis=-1)
-        clamped = with_gradient_of(ops.maximum(at_label, LOG_THRESHOLD), at_label)
+        clamped = with_gradient_of(_at_least(at_label, LOG_THRESHOLD), at_label)
         return -ops.sum(ops.log(clamped)) / ops.cast(ops.shape(prob)[0], prob.dtype)
 
 
@@ -299,13 +304,13 @@ class ContrastiveLoss(keras.layers.Layer):
         is_similar = ops.cast(ops.reshape(similar, (-1,)), "int32") != 0
         if self.legacy_version:
             gap = self.margin - dist_sq
-            dissimilar = ops.maximum(gap, 0.0)
+            dissimilar = _at_least(gap, 0.0)
             # d(gap)/d(d²) = -1, and d(d²)/d(diff) = 2·diff.
             weight = -ops.cast(gap > 0, gap.dtype)
         else:
             dist = ops.sqrt(dist_sq)
             gap = self.margin - dist
-            dissimilar = ops.square(ops.maximum(gap, 0.0))
+            dissimilar = ops.square(_at_least(gap, 0.0))
             weight = ops.where(gap > 0, -gap / (dist + 1e-4), 0.0)
         weight = ops.where(is_similar, 1.0, weight)
         num = ops.cast(ops.shape(a)[0], a.dtype)

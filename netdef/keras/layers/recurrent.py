@@ -131,7 +131,8 @@ class _UnrolledRecurrent(keras.layers.Layer):
         if self.expose_hidden:
             states = [state[0] for state in rest]
         else:
-            states = [ops.convert_to_tensor(carried)[0] for carried in self._carried]
+            # A copy: the carried variables are overwritten below, which PyTorch's autograd forbids for saved tensors.
+            states = [ops.copy(carried)[0] for carried in self._carried]
         static_term = None
         if static is not None:
             static_term = ops.matmul(ops.reshape(static, (-1, self._static_dim)), ops.transpose(self.static_kernel))
