@@ -64,7 +64,10 @@ def assert_matches(actual: Any, expected: Any) -> None:
 
 def _objective(outputs: Sequence[Any], probes: Sequence[np.ndarray]) -> Any:
     """A random linear functional of all outputs, so every output element's gradient matters."""
-    return sum(ops.sum(ops.cast(o, "float64") * ops.convert_to_tensor(p)) for o, p in zip(outputs, probes, strict=True))
+    return sum(
+        ops.sum(ops.cast(o, "float64") * ops.convert_to_tensor(p, dtype="float64"))
+        for o, p in zip(outputs, probes, strict=True)
+    )
 
 
 def autodiff(

@@ -78,6 +78,9 @@ CASES: list[tuple[str, list[tuple[int, ...]], str, str]] = [
         "l",
     ),
     ("pool-ave-exact", [(2, 3, 8, 8)], 'type: "Pooling" pooling_param { pool: AVE kernel_size: 2 stride: 2 }', "l"),
+    # Caffe's ceil rounding with a one-pixel overhang: Keras's "same" padding is exact there.
+    ("pool-max-same", [(2, 3, 8, 8)], 'type: "Pooling" pooling_param { pool: MAX kernel_size: 3 stride: 2 }', "l"),
+    ("pool-ave-same", [(2, 3, 8, 8)], 'type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 }', "l"),
     ("pool-global", [(2, 3, 7, 5)], 'type: "Pooling" pooling_param { pool: AVE global_pooling: true }', "l"),
     ("ip-spatial", [(2, 3, 4, 5)], 'type: "InnerProduct" inner_product_param { num_output: 7 }', "l"),
     ("ip-flat", [(2, 12)], 'type: "InnerProduct" inner_product_param { num_output: 7 }', "l"),

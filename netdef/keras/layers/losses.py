@@ -31,8 +31,12 @@ LOG_THRESHOLD = 1e-20
 
 
 def _at_least(x: Any, floor: float) -> Any:
-    """``max(x, floor)`` in ``x``'s dtype (``keras.ops.maximum`` with a Python float gives float32 on PyTorch)."""
-    return ops.maximum(x, ops.cast(floor, x.dtype))
+    """Caffe's ``std::max(x, floor)``, NaN passing through, in ``x``'s dtype.
+
+    Not ``keras.ops.maximum``: outside TensorFlow, Keras computes it in float32 even for
+    float64 inputs (its type promotion maps 64-bit floats to 32-bit).
+    """
+    return ops.where(x < floor, floor, x)
 
 
 def _normalizer(mode: str, outer: Any, inner: Any, valid_count: Any, dtype: str) -> Any:

@@ -31,6 +31,15 @@ from keras import ops
 from ._caffe_ops import with_gradient_of
 
 
+def inner_product(x: Any, weight: Any) -> Any:
+    """Caffe's bias-free InnerProduct over the last axis: ``x·Wᵀ`` with ``W`` in Caffe's ``(out, in)`` layout.
+
+    An einsum rather than ``keras.ops.matmul``, which outside TensorFlow computes float64
+    inputs in float32 (Keras's type promotion maps 64-bit floats to 32-bit).
+    """
+    return ops.einsum("...i,oi->...o", x, weight)
+
+
 def lstm_unit(c_prev: Any, gates: Any, cont: Any) -> tuple[Any, Any]:
     """Caffe's LSTMUnit arithmetic: ``(c, h)`` from ``c_{t-1}``, the 4H gate inputs and ``cont``.
 
@@ -118,15 +127,14 @@ class _UnrolledRecurrent(keras.layers.Layer):
 
     def _gate_input(self, kernel: Any, h_prev: Any, cont: Any, x_term: Any, static_term: Any) -> Any:
         """``W·(cont·h_{t-1}) + x_term (+ static_term)``: Caffe's Scale, InnerProduct and Eltwise SUM, in its order."""
-        total = ops.matmul(h_prev * cont, ops.transpose(kernel)) + x_term
+        total = inner_product(h_prev * cont, kernel) + x_term
         return total if static_term is None else total + static_term
 
     def call(self, inputs: Sequence[Any]) -> Any:
         x, cont, *rest = inputs
         static = rest.pop(0) if self._has_static else None
         steps = x.shape[0]
-        projected = ops.matmul(ops.reshape(x, (steps, -1, self._input_dim)), ops.transpose(self.input_kernel))
-        projected = projected + self.input_bias
+        projected = inner_product(ops.reshape(x, (steps, -1, self._input_dim)), self.input_kernel) + self.input_bias
         cont = ops.expand_dims(ops.stop_gradient(cont), -1)
         if self.expose_hidden:
             states = [state[0] for state in rest]
@@ -135,7 +143,7 @@ class _UnrolledRecurrent(keras.layers.Layer):
             states = [ops.copy(carried)[0] for carried in self._carried]
         static_term = None
         if static is not None:
-            static_term = ops.matmul(ops.reshape(static, (-1, self._static_dim)), ops.transpose(self.static_kernel))
+            static_term = inner_product(ops.reshape(static, (-1, self._static_dim)), self.static_kernel)
         outputs = []
         for t in range(steps):
             states, output = self._step(projected[t], static_term, cont[t], states)
@@ -189,7 +197,7 @@ class CaffeRNN(_UnrolledRecurrent):
     def _step(self, x_term: Any, static_term: Any, cont: Any, states: list[Any]) -> tuple[list[Any], Any]:
         (h_prev,) = states
         h = ops.tanh(self._gate_input(self.W_hh, h_prev, cont, x_term, static_term))
-        return [h], ops.tanh(ops.matmul(h, ops.transpose(self.W_ho)) + self.b_o)
+        return [h], ops.tanh(inner_product(h, self.W_ho) + self.b_o)
 
 
 @keras.saving.register_keras_serializable(package="netdef")

@@ -506,12 +506,31 @@ def _pool_shape(ctx: LayerContext) -> list[Shape]:
     return [top] * max(1, len(ctx.tops))
 
 
-def _pool_keras(ctx: KerasContext) -> KerasPlan:
-    """Keras's MaxPooling/AveragePooling where they give Caffe's numbers, else CaffePooling.
+def _keras_pool_padding(ctx: KerasContext, window: PoolWindow, spatial: Shape) -> str | None:
+    """The Keras pooling padding that reproduces Caffe's windows exactly, if there is one.
 
-    They agree when nothing is padded and the windows tile the input exactly (ceil and
-    floor rounding then coincide), e.g. LeNet's and VGG's 2×2 stride-2 pooling.
+    Without Caffe padding, "valid" is exact when the windows tile the input (ceil and floor
+    then agree). "same" is exact when Keras's padding is one trailing row/column at most:
+    Keras then puts it all after the input, where Caffe's ceil rounding lets the last window
+    hang over, and both ignore the overhang (MAX) or leave it out of the divisor (AVE).
     """
+    if any(window.pad):
+        return None
+    caffe = ctx.top_shapes[0][2:]
+    valid = [(size - k) // s + 1 for size, k, s in zip(spatial, window.kernel, window.stride, strict=True)]
+    if list(caffe) == valid:
+        return "valid"
+    same = [-(-size // s) for size, s in zip(spatial, window.stride, strict=True)]
+    overhang = [
+        (o - 1) * s + k - size for o, s, k, size in zip(same, window.stride, window.kernel, spatial, strict=True)
+    ]
+    if list(caffe) == same and all(0 <= extra <= 1 for extra in overhang):
+        return "same"
+    return None
+
+
+def _pool_keras(ctx: KerasContext) -> KerasPlan:
+    """Keras's MaxPooling/AveragePooling where they give Caffe's numbers, else CaffePooling."""
     param = ctx.layer.pooling_param
     if len(ctx.top_shapes) > 1:
         raise ctx.shape.fail("netdef does not compile the argmax mask top of Pooling", expected="1 top")
@@ -521,12 +540,10 @@ def _pool_keras(ctx: KerasContext) -> KerasPlan:
     window = pool_window(ctx.shape, param, spatial)
     method = "max" if param.pool == pb.PoolingParameter.MAX else "ave"
     rank = len(spatial)
-    exact = not any(window.pad) and all(
-        (size - k) % s == 0 for size, k, s in zip(spatial, window.kernel, window.stride, strict=True)
-    )
-    if exact:
+    padding = _keras_pool_padding(ctx, window, spatial)
+    if padding is not None:
         cls = f"keras.layers.{'Max' if method == 'max' else 'Average'}Pooling{rank}D"
-        kwargs: dict[str, object] = {"pool_size": window.kernel, "strides": window.stride}
+        kwargs: dict[str, object] = {"pool_size": window.kernel, "strides": window.stride, "padding": padding}
     else:
         cls = netdef_layer("pooling", "CaffePooling")
         kwargs = {
