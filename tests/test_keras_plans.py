@@ -39,9 +39,7 @@ def test_keras_layers_chosen(body: str, size: int, expected: list[str]) -> None:
 
 
 def test_caffe_layout_adds_one_permute_at_each_boundary() -> None:
-    net = load_net(
-        INPUT.format(h=8, w=8)
-        + 'layer { name: "c" type: "Convolution" bottom: "in" top: "c" convolution_param { num_output: 4 kernel_size: 3 } }'
-    )
+    conv = 'type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 }'
+    net = load_net(INPUT.format(h=8, w=8) + f'layer {{ name: "c" bottom: "in" top: "c" {conv} }}')
     names = [layer.name for layer in compile_net(net).model.layers]
     assert names == ["in", "in_to_channels_last", "c", "c_to_caffe"]
