@@ -16,7 +16,12 @@ import pytest
 
 from .conftest import REPO
 
-PARITY_TESTS = ["tests/test_parity_layers.py", "tests/test_parity_zoo.py", "tests/test_keras_weights.py"]
+PARITY_TESTS = [
+    "tests/test_parity_layers.py",
+    "tests/test_parity_zoo.py",
+    "tests/test_keras_weights.py",
+    "tests/test_keras_ops_layers.py",
+]
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="runs the torch pass from the default backend")

@@ -23,6 +23,7 @@ def layer_classes(body: str, h: int = 8, w: int = 8) -> list[str]:
         ('type: "Pooling" pooling_param { kernel_size: 3 stride: 2 }', 8, ["MaxPooling2D"]),
         ('type: "Pooling" pooling_param { kernel_size: 3 stride: 2 }', 9, ["MaxPooling2D"]),
         ('type: "Pooling" pooling_param { kernel_size: 3 stride: 3 }', 7, ["CaffePooling"]),
+        ('type: "Pooling" pooling_param { pool: AVE kernel_size: 3 stride: 2 }', 8, ["CaffePooling"]),
         ('type: "Pooling" pooling_param { kernel_size: 3 stride: 2 pad: 1 }', 8, ["CaffePooling"]),
         ('type: "Convolution" convolution_param { num_output: 4 kernel_size: 3 pad: 1 }', 8, ["Conv2D"]),
         (

@@ -121,8 +121,11 @@ class _Builder:
         result = layer(args if call.as_list or len(args) > 1 else args[0])
         return list(result) if isinstance(result, (list, tuple)) else [result]
 
-    @staticmethod
-    def _resolve(ref: Ref, bottoms: list[Any], outputs: list[list[Any]]) -> Any:
+    def _resolve(self, ref: Ref, bottoms: list[Any], outputs: list[list[Any]]) -> Any:
+        if ref.source == "anchor":
+            if not self.inputs:
+                raise NetDefinitionError("a layer without bottoms needs an Input layer before it")
+            return self.inputs[0]
         return bottoms[ref.index] if ref.source == "bottom" else outputs[ref.index][ref.output]
 
     def outputs(self, values: Sequence[Value]) -> list[Any]:

@@ -132,11 +132,17 @@ ShapeRule = Callable[[LayerContext], list[Shape]]
 
 @dataclass(frozen=True)
 class Ref:
-    """A tensor inside a Keras plan: a bottom of the Caffe layer, or an output of a call."""
+    """A tensor inside a Keras plan: a bottom of the Caffe layer, an output of a call, or
+    (for layers without bottoms, which Keras's functional API cannot call on nothing) the
+    model's first input, which such a layer ignores."""
 
-    source: str  # "bottom" or "call"
+    source: str  # "bottom", "call" or "anchor"
     index: int
     output: int = 0
+
+
+#: The model's first input, for layers without bottoms (Parameter).
+ANCHOR = Ref("anchor", 0)
 
 
 def bottom(index: int) -> Ref:

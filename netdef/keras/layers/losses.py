@@ -33,10 +33,10 @@ LOG_THRESHOLD = 1e-20
 def _at_least(x: Any, floor: float) -> Any:
     """Caffe's ``std::max(x, floor)``, NaN passing through, in ``x``'s dtype.
 
-    Not ``keras.ops.maximum``: outside TensorFlow, Keras computes it in float32 even for
-    float64 inputs (its type promotion maps 64-bit floats to 32-bit).
+    Not ``keras.ops.maximum``, and ``floor`` cast first: outside TensorFlow, Keras's type
+    promotion maps 64-bit floats to 32-bit, which would round float64 inputs or the floor.
     """
-    return ops.where(x < floor, floor, x)
+    return ops.where(x < floor, ops.convert_to_tensor(floor, dtype=x.dtype), x)
 
 
 def _normalizer(mode: str, outer: Any, inner: Any, valid_count: Any, dtype: str) -> Any:

@@ -76,3 +76,25 @@ def internal_axis(ctx: KerasContext, caffe_axis: int, index: int = 0) -> int:
 def image_layout(rank: int) -> str:
     """Channels-last for image blobs, Caffe order otherwise."""
     return lay.internal_layout(rank)
+
+
+def caffe_layout(
+    ctx: KerasContext,
+    cls: str,
+    kwargs: dict[str, object] | None = None,
+    *,
+    weights: tuple[WeightLink, ...] = (),
+) -> KerasPlan:
+    """One layer on every bottom, all in Caffe's layout, with one output per top.
+
+    For layers whose meaning is tied to Caffe's axis order (losses, recurrent layers,
+    reductions over trailing axes): they see exactly the blobs Caffe's layer sees.
+    """
+    count = len(ctx.bottoms)
+    return KerasPlan(
+        calls=(Call(cls, kwargs or {}, tuple(bottom(i) for i in range(count)), as_list=count > 1),),
+        tops=tuple(output(0, i) for i in range(len(ctx.top_shapes))),
+        top_layouts=(lay.CAFFE,) * len(ctx.top_shapes),
+        bottom_layouts=(lay.CAFFE,) * count,
+        weights=weights,
+    )

@@ -17,8 +17,9 @@ from netdef.layers.declarations.common import (
     fmt,
     require_positive,
 )
-from netdef.layers.declarations.keras_plans import netdef_layer
+from netdef.layers.declarations.keras_plans import caffe_layout, netdef_layer
 from netdef.layers.registry import (
+    ANCHOR,
     Call,
     KerasContext,
     KerasPlan,
@@ -127,6 +128,14 @@ def _embed_blobs(ctx: LayerContext) -> list[Shape]:
     return [table, (param.num_output,)] if param.bias_term else [table]
 
 
+def _embed_keras(ctx: KerasContext) -> KerasPlan:
+    """Row lookup with float indices, on Caffe's layout; the table is Caffe's blob unchanged."""
+    param = ctx.layer.embed_param
+    kwargs = {"input_dim": param.input_dim, "output_dim": param.num_output, "bias_term": param.bias_term}
+    links = tuple(WeightLink(i, 0, i) for i in range(len(ctx.blob_shapes)))
+    return caffe_layout(ctx, netdef_layer("routing", "CaffeEmbed"), kwargs, weights=links)
+
+
 declare(
     "Embed",
     bottoms=exactly(1),
@@ -136,6 +145,7 @@ declare(
     params=("embed_param",),
     # Indices are not differentiable: Caffe's Backward CHECKs that nothing asks.
     no_gradient=frozenset({0}),
+    keras=_embed_keras,
 )
 
 
@@ -249,6 +259,17 @@ def _parameter_shape(ctx: LayerContext) -> list[Shape]:
     return [tuple(ctx.layer.parameter_param.shape.dim)]
 
 
+def _parameter_keras(ctx: KerasContext) -> KerasPlan:
+    """The blob itself as a top, in Caffe's shape; the layer reads no input (see ANCHOR)."""
+    shape = list(ctx.layer.parameter_param.shape.dim)
+    return KerasPlan(
+        calls=(Call(netdef_layer("routing", "CaffeParameter"), {"shape": shape}, (ANCHOR,)),),
+        tops=(output(0),),
+        top_layouts=(lay.CAFFE,),
+        weights=(WeightLink(0, 0, 0),),
+    )
+
+
 declare(
     "Parameter",
     bottoms=exactly(0),
@@ -256,4 +277,5 @@ declare(
     shape=_parameter_shape,
     blobs=_parameter_shape,
     params=("parameter_param",),
+    keras=_parameter_keras,
 )

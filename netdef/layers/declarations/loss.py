@@ -9,7 +9,19 @@ axis 0 plus what each loss adds; those checks are reproduced here.
 from __future__ import annotations
 
 from netdef.layers.declarations.common import count, declare, fmt, legacy4, require_axes
-from netdef.layers.registry import Arity, LayerContext, Shape, ShapeRule, between, exactly
+from netdef.layers.declarations.keras_plans import caffe_layout, netdef_layer
+from netdef.layers.registry import (
+    Arity,
+    KerasContext,
+    KerasPlan,
+    KerasRule,
+    LayerContext,
+    Shape,
+    ShapeRule,
+    between,
+    exactly,
+)
+from netdef.proto import netdef_pb2 as pb
 
 SCALAR: Shape = ()
 #: LossLayer's arity: predictions and labels in, the loss out.
@@ -55,6 +67,7 @@ def _loss(
     bottoms: Arity = LOSS_BOTTOMS,
     tops: Arity = LOSS_TOPS,
     no_gradient: frozenset[int] = frozenset({1}),
+    keras: KerasRule | None = None,
 ) -> None:
     declare(
         type_name,
@@ -64,7 +77,63 @@ def _loss(
         params=params,
         loss=True,
         no_gradient=no_gradient,
+        keras=keras or _loss_keras,
     )
+
+
+def normalization(layer: pb.LayerParameter, default: str = "valid") -> str:
+    """LossParameter's normalization, with the deprecated ``normalize`` flag as Caffe reads it."""
+    param = layer.loss_param
+    if param.HasField("normalization"):
+        return pb.LossParameter.NormalizationMode.Name(param.normalization).lower()
+    if param.HasField("normalize"):
+        return "valid" if param.normalize else "batch_size"
+    return default
+
+
+def _ignore_label(layer: pb.LayerParameter) -> int | None:
+    return layer.loss_param.ignore_label if layer.loss_param.HasField("ignore_label") else None
+
+
+def _loss_keras(ctx: KerasContext) -> KerasPlan:
+    """Each loss is a netdef layer computing Caffe's (unweighted) loss on Caffe-layout blobs."""
+    layer = ctx.layer
+    kwargs: dict[str, object] = {}
+    if layer.type == "SoftmaxWithLoss":
+        kwargs = {
+            "axis": ctx.shape.axis(layer.softmax_param.axis, len(ctx.bottoms[0])),
+            "ignore_label": _ignore_label(layer),
+            "normalization": normalization(layer),
+            "return_probabilities": len(ctx.top_shapes) > 1,
+        }
+    elif layer.type == "SigmoidCrossEntropyLoss":
+        kwargs = {"ignore_label": _ignore_label(layer), "normalization": normalization(layer, "batch_size")}
+    elif layer.type == "HingeLoss":
+        kwargs = {"norm": layer.hinge_loss_param.norm}
+    elif layer.type == "ContrastiveLoss":
+        param = layer.contrastive_loss_param
+        kwargs = {"margin": param.margin, "legacy_version": param.legacy_version}
+    elif layer.type == "InfogainLoss":
+        kwargs = {
+            "axis": ctx.shape.axis(layer.infogain_loss_param.axis, len(ctx.bottoms[0])),
+            "ignore_label": _ignore_label(layer),
+            "normalization": normalization(layer),
+            "infogain": _infogain_matrix(ctx) if len(ctx.bottoms) < 3 else None,
+            "return_probabilities": len(ctx.top_shapes) > 1,
+        }
+    return caffe_layout(ctx, netdef_layer("losses", layer.type), kwargs)
+
+
+def _infogain_matrix(ctx: KerasContext) -> list[list[float]]:
+    """H read from ``infogain_loss_param.source`` (a BlobProto file) when no third bottom gives it."""
+    from netdef.blobs import blobproto_to_array
+    from netdef.prototxt import read_message
+
+    source = ctx.layer.infogain_loss_param.source
+    path = ctx.shape.data.resolve(source)
+    blob = read_message(path, pb.BlobProto).message
+    matrix = blobproto_to_array(blob)
+    return matrix.reshape(matrix.shape[-2], matrix.shape[-1]).astype(float).tolist()
 
 
 def _with_probabilities(ctx: LayerContext) -> list[Shape]:
@@ -231,6 +300,17 @@ def _accuracy_shape(ctx: LayerContext) -> list[Shape]:
     return [SCALAR, (predictions[axis],)] if len(ctx.tops) > 1 else [SCALAR]
 
 
+def _accuracy_keras(ctx: KerasContext) -> KerasPlan:
+    param = ctx.layer.accuracy_param
+    kwargs = {
+        "top_k": param.top_k,
+        "axis": ctx.shape.axis(param.axis, len(ctx.bottoms[0])),
+        "ignore_label": param.ignore_label if param.HasField("ignore_label") else None,
+        "per_class": len(ctx.top_shapes) > 1,
+    }
+    return caffe_layout(ctx, netdef_layer("losses", "Accuracy"), kwargs)
+
+
 declare(
     "Accuracy",
     bottoms=exactly(2),
@@ -238,4 +318,5 @@ declare(
     shape=_accuracy_shape,
     params=("accuracy_param",),
     no_gradient=frozenset({0, 1}),
+    keras=_accuracy_keras,
 )

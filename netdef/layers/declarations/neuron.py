@@ -74,17 +74,33 @@ def _dropout_keras(ctx: KerasContext) -> KerasPlan:
     return single(ctx, "keras.layers.Dropout", {"rate": ctx.layer.dropout_param.dropout_ratio})
 
 
+def _custom(name: str, field: str | None = None, attributes: tuple[str, ...] = ()) -> KerasRule:
+    """A netdef elementwise layer whose arguments are fields of the layer's parameter message."""
+
+    def rule(ctx: KerasContext) -> KerasPlan:
+        param = getattr(ctx.layer, field) if field else None
+        kwargs = {attribute: getattr(param, attribute) for attribute in attributes}
+        return single(ctx, netdef_layer("elementwise", name), kwargs)
+
+    return rule
+
+
 _neuron("ReLU", ("relu_param",), keras=_relu_keras)
 _neuron("Sigmoid", ("sigmoid_param",), keras=_activation("sigmoid"))
 _neuron("TanH", ("tanh_param",), keras=_activation("tanh"))
-_neuron("BNLL")
+_neuron("BNLL", keras=_custom("BNLL"))
 _neuron("ELU", ("elu_param",), keras=_elu_keras)
-_neuron("Swish", ("swish_param",))
-_neuron("Power", ("power_param",))
+_neuron("Swish", ("swish_param",), keras=_custom("Swish", "swish_param", ("beta",)))
+_neuron("Power", ("power_param",), keras=_custom("Power", "power_param", ("power", "scale", "shift")))
 _neuron("Dropout", ("dropout_param",), keras=_dropout_keras)
 # Threshold's step has no gradient; Caffe's Backward is NOT_IMPLEMENTED.
-_neuron("Threshold", ("threshold_param",), no_gradient=frozenset({0}))
-_neuron("AbsVal", in_place=False)
+_neuron(
+    "Threshold",
+    ("threshold_param",),
+    no_gradient=frozenset({0}),
+    keras=_custom("Threshold", "threshold_param", ("threshold",)),
+)
+_neuron("AbsVal", in_place=False, keras=_custom("AbsVal"))
 
 
 def _check_base(ctx: LayerContext, field: str) -> float:
@@ -128,9 +144,9 @@ def _clip_shape(ctx: LayerContext) -> list[Shape]:
     return [ctx.bottoms[0]]
 
 
-_neuron("Exp", ("exp_param",), shape=_exp_shape)
-_neuron("Log", ("log_param",), shape=_log_shape)
-_neuron("Clip", ("clip_param",), shape=_clip_shape)
+_neuron("Exp", ("exp_param",), shape=_exp_shape, keras=_custom("CaffeExp", "exp_param", ("base", "scale", "shift")))
+_neuron("Log", ("log_param",), shape=_log_shape, keras=_custom("CaffeLog", "log_param", ("base", "scale", "shift")))
+_neuron("Clip", ("clip_param",), shape=_clip_shape, keras=_custom("Clip", "clip_param", ("min", "max")))
 
 
 def _prelu_shape(ctx: LayerContext) -> list[Shape]:
@@ -148,7 +164,14 @@ def _prelu_blobs(ctx: LayerContext) -> list[Shape]:
     return [(legacy(ctx, ctx.bottoms[0], 1),)]
 
 
-_neuron("PReLU", ("prelu_param",), shape=_prelu_shape, blobs=_prelu_blobs)
+def _prelu_keras(ctx: KerasContext) -> KerasPlan:
+    """One slope per channel (Caffe's axis 1, wherever the held layout puts it), or one for all."""
+    shared = ctx.layer.prelu_param.channel_shared
+    kwargs = {"channel_shared": shared, "axis": internal_axis(ctx, 1)}
+    return single(ctx, netdef_layer("elementwise", "PReLU"), kwargs, weights=(WeightLink(0, 0, 0),))
+
+
+_neuron("PReLU", ("prelu_param",), shape=_prelu_shape, blobs=_prelu_blobs, keras=_prelu_keras)
 
 
 def _mvn_shape(ctx: LayerContext) -> list[Shape]:

@@ -17,7 +17,8 @@ from netdef.layers.declarations.common import (
     require_positive,
     require_top_count,
 )
-from netdef.layers.registry import LayerContext, Shape, between, exactly
+from netdef.layers.declarations.keras_plans import caffe_layout, netdef_layer
+from netdef.layers.registry import KerasContext, KerasPlan, LayerContext, Shape, WeightLink, between, exactly
 
 
 def _check_inputs(ctx: LayerContext, hidden_states: int) -> Shape | None:
@@ -105,6 +106,19 @@ def _lstm_blobs(ctx: LayerContext) -> list[Shape]:
     return [(4 * h, count(ctx.bottoms[0], 2)), (4 * h,), *static_blobs, (4 * h, h)]
 
 
+def _recurrent_keras(ctx: KerasContext) -> KerasPlan:
+    """Caffe's unrolled RNN/LSTM on (T, N, ...) blobs; weights keep Caffe's blob order and shapes."""
+    param = ctx.layer.recurrent_param
+    kwargs = {"num_output": param.num_output, "expose_hidden": param.expose_hidden}
+    links = tuple(WeightLink(i, 0, i) for i in range(len(ctx.blob_shapes)))
+    name = "CaffeLSTM" if ctx.layer.type == "LSTM" else "CaffeRNN"
+    return caffe_layout(ctx, netdef_layer("recurrent", name), kwargs, weights=links)
+
+
+def _lstm_unit_keras(ctx: KerasContext) -> KerasPlan:
+    return caffe_layout(ctx, netdef_layer("recurrent", "LSTMUnit"))
+
+
 for _type, _shape, _blobs, _states in (
     ("RNN", _rnn_shape, _rnn_blobs, 1),
     ("LSTM", _lstm_shape, _lstm_blobs, 2),
@@ -118,6 +132,7 @@ for _type, _shape, _blobs, _states in (
         blobs=_blobs,
         params=("recurrent_param",),
         no_gradient=frozenset({1}),
+        keras=_recurrent_keras,
     )
 
 
@@ -142,4 +157,5 @@ declare(
     tops=exactly(2),
     shape=_lstm_unit_shape,
     no_gradient=frozenset({2}),
+    keras=_lstm_unit_keras,
 )

@@ -21,8 +21,25 @@ from netdef.layers.declarations.common import (
     require_same_shapes,
     require_top_count,
 )
-from netdef.layers.declarations.keras_plans import identity, internal_axis, netdef_layer, on_all_bottoms, single
-from netdef.layers.registry import KerasContext, KerasPlan, LayerContext, Shape, at_least, exactly
+from netdef.layers.declarations.keras_plans import (
+    caffe_layout,
+    identity,
+    internal_axis,
+    netdef_layer,
+    on_all_bottoms,
+    single,
+)
+from netdef.layers.registry import (
+    Call,
+    KerasContext,
+    KerasPlan,
+    LayerContext,
+    Shape,
+    at_least,
+    exactly,
+    output,
+)
+from netdef.layers.registry import bottom as bottom_input
 from netdef.proto import netdef_pb2 as pb
 
 
@@ -120,7 +137,21 @@ def _slice_shape(ctx: LayerContext) -> list[Shape]:
     return [(*bottom[:axis], size, *bottom[axis + 1 :]) for size in sizes]
 
 
-declare("Slice", bottoms=exactly(1), tops=at_least(1), shape=_slice_shape, params=("slice_param",))
+def _slice_keras(ctx: KerasContext) -> KerasPlan:
+    """Cut along the Caffe axis as it is held; points are positions along that axis."""
+    param = ctx.layer.slice_param
+    axis = _legacy_axis(ctx.shape, param, "slice_dim", len(ctx.bottoms[0]))
+    tops = len(ctx.top_shapes)
+    kwargs = {"axis": internal_axis(ctx, axis), "points": list(param.slice_point), "num_outputs": tops}
+    held = ctx.bottom_layouts[0]
+    return KerasPlan(
+        calls=(Call(netdef_layer("routing", "Slice"), kwargs, (bottom_input(0),)),),
+        tops=tuple(output(0, i) for i in range(tops)),
+        top_layouts=(held,) * tops,
+    )
+
+
+declare("Slice", bottoms=exactly(1), tops=at_least(1), shape=_slice_shape, params=("slice_param",), keras=_slice_keras)
 
 
 def _split_shape(ctx: LayerContext) -> list[Shape]:
@@ -254,7 +285,13 @@ def _tile_shape(ctx: LayerContext) -> list[Shape]:
     return [(*bottom[:axis], bottom[axis] * param.tiles, *bottom[axis + 1 :])]
 
 
-declare("Tile", bottoms=exactly(1), tops=exactly(1), shape=_tile_shape, params=("tile_param",))
+def _tile_keras(ctx: KerasContext) -> KerasPlan:
+    param = ctx.layer.tile_param
+    kwargs = {"axis": internal_axis(ctx, param.axis), "tiles": param.tiles}
+    return single(ctx, netdef_layer("routing", "Tile"), kwargs)
+
+
+declare("Tile", bottoms=exactly(1), tops=exactly(1), shape=_tile_shape, params=("tile_param",), keras=_tile_keras)
 
 
 def _reduction_shape(ctx: LayerContext) -> list[Shape]:
@@ -267,12 +304,24 @@ def _reduction_shape(ctx: LayerContext) -> list[Shape]:
     return [bottom[: ctx.axis(ctx.layer.reduction_param.axis, len(bottom))]]
 
 
+def _reduction_keras(ctx: KerasContext) -> KerasPlan:
+    """Reduces every axis from ``axis`` on, so it needs Caffe's axis order."""
+    param = ctx.layer.reduction_param
+    kwargs = {
+        "operation": pb.ReductionParameter.ReductionOp.Name(param.operation).lower(),
+        "axis": ctx.shape.axis(param.axis, len(ctx.bottoms[0])),
+        "coeff": param.coeff,
+    }
+    return caffe_layout(ctx, netdef_layer("routing", "Reduction"), kwargs)
+
+
 declare(
     "Reduction",
     bottoms=exactly(1),
     tops=exactly(1),
     shape=_reduction_shape,
     params=("reduction_param",),
+    keras=_reduction_keras,
 )
 
 
@@ -345,6 +394,13 @@ def _argmax_shape(ctx: LayerContext) -> list[Shape]:
     return [tuple(top)]
 
 
+def _argmax_keras(ctx: KerasContext) -> KerasPlan:
+    param = ctx.layer.argmax_param
+    axis = ctx.shape.axis(param.axis, len(ctx.bottoms[0])) if param.HasField("axis") else None
+    kwargs = {"out_max_val": param.out_max_val, "top_k": param.top_k, "axis": axis}
+    return caffe_layout(ctx, netdef_layer("routing", "ArgMax"), kwargs)
+
+
 declare(
     "ArgMax",
     bottoms=exactly(1),
@@ -352,6 +408,7 @@ declare(
     shape=_argmax_shape,
     params=("argmax_param",),
     no_gradient=frozenset({0}),
+    keras=_argmax_keras,
 )
 
 
@@ -363,12 +420,18 @@ def _batch_reindex_shape(ctx: LayerContext) -> list[Shape]:
     return [indices[:1] + data[1:]]
 
 
+def _batch_reindex_keras(ctx: KerasContext) -> KerasPlan:
+    """Rows are picked along the batch axis, which is axis 0 in either layout."""
+    return caffe_layout(ctx, netdef_layer("routing", "BatchReindex"))
+
+
 declare(
     "BatchReindex",
     bottoms=exactly(2),
     tops=exactly(1),
     shape=_batch_reindex_shape,
     no_gradient=frozenset({1}),
+    keras=_batch_reindex_keras,
 )
 
 
@@ -397,6 +460,11 @@ def _filter_shape(ctx: LayerContext) -> list[Shape]:
     return list(data)
 
 
+def _filter_keras(ctx: KerasContext) -> KerasPlan:
+    """Keeps the batch rows whose selector (the last bottom) is non-zero."""
+    return caffe_layout(ctx, netdef_layer("routing", "Filter"))
+
+
 declare(
     "Filter",
     bottoms=at_least(2),
@@ -404,6 +472,7 @@ declare(
     shape=_filter_shape,
     # The selector is the last bottom, whatever their number.
     no_gradient=frozenset({-1}),
+    keras=_filter_keras,
 )
 
 

@@ -510,9 +510,10 @@ def _keras_pool_padding(ctx: KerasContext, window: PoolWindow, spatial: Shape) -
     """The Keras pooling padding that reproduces Caffe's windows exactly, if there is one.
 
     Without Caffe padding, "valid" is exact when the windows tile the input (ceil and floor
-    then agree). "same" is exact when Keras's padding is one trailing row/column at most:
-    Keras then puts it all after the input, where Caffe's ceil rounding lets the last window
-    hang over, and both ignore the overhang (MAX) or leave it out of the divisor (AVE).
+    then agree). For MAX, "same" is exact when Keras's padding is one trailing row/column at
+    most: Keras then puts it all after the input, where Caffe's ceil rounding lets the last
+    window hang over, and both ignore the overhang. (AVE is not: whether "same" counts the
+    padding in the divisor differs between Keras's backends.)
     """
     if any(window.pad):
         return None
@@ -524,7 +525,8 @@ def _keras_pool_padding(ctx: KerasContext, window: PoolWindow, spatial: Shape) -
     overhang = [
         (o - 1) * s + k - size for o, s, k, size in zip(same, window.stride, window.kernel, spatial, strict=True)
     ]
-    if list(caffe) == same and all(0 <= extra <= 1 for extra in overhang):
+    is_max = ctx.layer.pooling_param.pool == pb.PoolingParameter.MAX
+    if is_max and list(caffe) == same and all(0 <= extra <= 1 for extra in overhang):
         return "same"
     return None
 
