@@ -158,17 +158,15 @@ def _weights_into(compiled: Compiled, weights: str | None) -> None:
 
 
 def cmd_forward(args: argparse.Namespace) -> int:
-    from netdef.keras.compiler import compile_net
+    from netdef.keras.compiler import compile_net, forward
 
     net = _load(args, args.net)
     wanted = _comma_list(args.blobs) or net.blob_names
     compiled = compile_net(net, outputs=wanted)
     _weights_into(compiled, args.weights)
     arrays = _input_arrays(net, args.input)
-    feeds = [arrays[value.blob] for value in net.feeds]
-    results = compiled.model.predict(feeds, verbose=0)
-    results = results if isinstance(results, list) else [results]
-    blobs = {name: np.asarray(result) for name, result in zip(wanted, results, strict=True)}
+    results = forward(compiled, [arrays[value.blob] for value in net.feeds])
+    blobs = dict(zip(wanted, results, strict=True))
     buffer = io.BytesIO()
     np.savez(buffer, **blobs)
     atomic_write(args.output, buffer.getvalue())

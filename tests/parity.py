@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from netdef.ir import Net
-from netdef.keras.compiler import compile_net
+from netdef.keras.compiler import compile_net, forward
 from netdef.keras.weights import load_caffe_weights
 from netdef.weights import LayerBlobs, write_caffemodel
 
@@ -74,9 +74,7 @@ def netdef_forward(
     compiled = compile_net(net, layout=layout, outputs=outputs)
     if caffemodel is not None:
         load_caffe_weights(compiled, caffemodel)
-    feeds = [inputs[value.blob] for value in net.feeds]
-    results = compiled.model.predict(feeds, verbose=0)
-    return [np.asarray(r) for r in (results if isinstance(results, list) else [results])]
+    return forward(compiled, [inputs[value.blob] for value in net.feeds])
 
 
 def assert_close(actual: np.ndarray, reference: np.ndarray, what: str = "") -> None:

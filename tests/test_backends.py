@@ -18,6 +18,7 @@ from .conftest import REPO
 
 PARITY_TESTS = [
     "tests/test_parity_layers.py",
+    "tests/test_parity_numpy.py",
     "tests/test_parity_zoo.py",
     "tests/test_keras_weights.py",
     "tests/test_keras_ops_layers.py",

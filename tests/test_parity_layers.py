@@ -1,5 +1,6 @@
 """Single-layer nets for each layer type and its parameter variants, against OpenCV's
-implementation of Caffe's layers (random weights written as .caffemodel)."""
+implementation of Caffe's layers (random weights written as .caffemodel). Layers and
+variants OpenCV does not implement are in test_parity_numpy.py."""
 
 from __future__ import annotations
 
@@ -97,6 +98,7 @@ CASES: list[tuple[str, list[tuple[int, ...]], str, str]] = [
     ("sigmoid", [(2, 3, 4, 5)], 'type: "Sigmoid"', "l"),
     ("tanh", [(2, 3, 4, 5)], 'type: "TanH"', "l"),
     ("elu", [(2, 3, 4, 5)], 'type: "ELU" elu_param { alpha: 0.5 }', "l"),
+    ("swish-beta-1", [(2, 3, 4, 5)], 'type: "Swish"', "l"),
     ("softmax-channels", [(2, 5, 3, 4)], 'type: "Softmax"', "l"),
     ("dropout-test", [(2, 3, 4, 5)], 'type: "Dropout" dropout_param { dropout_ratio: 0.3 }', "l"),
     ("mvn", [(2, 3, 4, 5)], 'type: "MVN"', "l"),
@@ -106,6 +108,25 @@ CASES: list[tuple[str, list[tuple[int, ...]], str, str]] = [
         'type: "MVN" mvn_param { across_channels: true normalize_variance: false }',
         "l",
     ),
+    ("absval", [(2, 3, 4, 5)], 'type: "AbsVal"', "l"),
+    ("bnll", [(2, 3, 4, 5)], 'type: "BNLL"', "l"),
+    ("power", [(2, 3, 4, 5)], 'type: "Power" power_param { power: 2 scale: 0.5 shift: 3 }', "l"),
+    ("exp", [(2, 3, 4, 5)], 'type: "Exp" exp_param { base: 2 scale: 0.5 shift: 0.1 }', "l"),
+    ("prelu", [(2, 3, 4, 5)], 'type: "PReLU"', "l"),
+    ("prelu-shared", [(2, 3, 4, 5)], 'type: "PReLU" prelu_param { channel_shared: true }', "l"),
+    ("scale-axis0", [(2, 3, 4, 5)], 'type: "Scale" scale_param { axis: 0 num_axes: 2 }', "l"),
+    ("scale-spatial", [(2, 3, 4, 5)], 'type: "Scale" scale_param { axis: 2 }', "l"),
+    ("scale-two-bottoms", [(2, 3, 4, 5), (2, 3)], 'type: "Scale" scale_param { axis: 0 }', "l"),
+    ("softmax-height", [(2, 5, 3, 4)], 'type: "Softmax" softmax_param { axis: 2 }', "l"),
+    (
+        "deconv-group",
+        [(2, 4, 5, 4)],
+        'type: "Deconvolution" convolution_param { num_output: 6 kernel_size: 3 stride: 2 group: 2 }',
+        "l",
+    ),
+    ("ip-axis2", [(2, 3, 4, 5)], 'type: "InnerProduct" inner_product_param { num_output: 7 axis: 2 }', "l"),
+    ("flatten-axis2", [(2, 3, 4, 5)], 'type: "Flatten" flatten_param { axis: 2 }', "l"),
+    ("crop-axis1", [(2, 5, 8, 9), (2, 3, 5, 4)], 'type: "Crop" crop_param { axis: 1 offset: 1 }', "l"),
     ("concat-channels", [(2, 3, 4, 5), (2, 2, 4, 5)], 'type: "Concat"', "l"),
     ("concat-height", [(2, 3, 4, 5), (2, 3, 2, 5)], 'type: "Concat" concat_param { axis: 2 }', "l"),
     ("eltwise-sum", [(2, 3, 4, 5), (2, 3, 4, 5)], 'type: "Eltwise"', "l"),

@@ -48,20 +48,57 @@ def _import(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
+def plan_net(net: Net, layout: str) -> dict[str, KerasPlan]:
+    """Every layer's Keras plan (by layer name), from the layouts its bottoms are held in.
+
+    Planning is pure and cheap, so it runs as a pass of its own: what the plans ask of the
+    whole model (a static batch size) is known before the first Keras layer is made.
+    """
+    if layout not in lay.LAYOUTS:
+        raise NetDefinitionError(f"unknown layout '{layout}'", expected=" or ".join(lay.LAYOUTS), received=layout)
+    held: dict[str, str] = {}
+    plans: dict[str, KerasPlan] = {}
+    for node in net.nodes:
+        if node.is_source:
+            held.update({value.key: boundary_layout(value, layout) for value in node.tops})
+            continue
+        if node.spec.keras is None:
+            if node.tops:
+                raise node.error(f"{node.type} layers cannot be compiled to Keras")
+            continue
+        context = KerasContext(
+            shape=LayerContext(layer=node.param, bottoms=[v.shape for v in node.bottoms], phase=net.phase),  # type: ignore[misc]
+            bottom_layouts=[held[v.key] for v in node.bottoms],
+            top_shapes=[v.shape for v in node.tops],  # type: ignore[misc]
+            blob_shapes=[b.shape for b in node.blobs],
+            boundary=layout,
+        )
+        plan = node.spec.keras(context)
+        plans[node.name] = plan
+        held.update({value.key: top for value, top in zip(node.tops, plan.top_layouts, strict=True)})
+    return plans
+
+
+def boundary_layout(value: Value, layout: str) -> str:
+    """The layout a model input or output is exposed in: the requested one for image blobs."""
+    return layout if value.shape is not None and lay.spatial(len(value.shape)) else lay.CAFFE
+
+
 class _Builder:
-    def __init__(self, net: Net, layout: str) -> None:
-        if layout not in lay.LAYOUTS:
-            raise NetDefinitionError(f"unknown layout '{layout}'", expected=" or ".join(lay.LAYOUTS), received=layout)
+    def __init__(self, net: Net, layout: str, plans: dict[str, KerasPlan]) -> None:
         self.net = net
         self.layout = layout
+        self.plans = plans
+        # Caffe's batch size is fixed; Keras's stays free unless a layer needs it fixed.
+        self.static_batch = any(plan.static_batch for plan in plans.values())
         self.names = UniqueNames()
         self.tensors: dict[str, tuple[Any, str]] = {}  # value key -> (tensor, layout)
         self.converted: dict[tuple[str, str], Any] = {}
         self.inputs: list[Any] = []
         self.bindings: list[Binding] = []
 
-    # -- tensors and layouts -------------------------------------------------------------
     def tensor(self, value: Value, wanted: str | None) -> Any:
+        """A blob in the layout ``wanted`` (None: as held), permuted at most once per layout."""
         tensor, held = self.tensors[value.key]
         if wanted is None or wanted == held or value.shape is None or not lay.spatial(len(value.shape)):
             return tensor
@@ -72,37 +109,27 @@ class _Builder:
             self.converted[key] = keras.layers.Permute(tuple(a for a in perm[1:]), name=name)(tensor)
         return self.converted[key]
 
-    def layout_of(self, value: Value) -> str:
-        return self.tensors[value.key][1]
-
-    # -- layers --------------------------------------------------------------------------
     def add_input(self, value: Value) -> None:
         shape = value.shape
         if shape is None:
             raise NetDefinitionError(f"the shape of input blob '{value.blob}' is unknown")
-        boundary = self.layout if lay.spatial(len(shape)) else lay.CAFFE
-        tensor = keras.Input(shape=lay.shape(shape, boundary)[1:], name=self.names.take(keras_name(value.blob)))
+        boundary = boundary_layout(value, self.layout)
+        tensor = keras.Input(
+            shape=lay.shape(shape, boundary)[1:],
+            batch_size=shape[0] if self.static_batch and shape else None,
+            name=self.names.take(keras_name(value.blob)),
+        )
         self.inputs.append(tensor)
         self.tensors[value.key] = (tensor, boundary)
 
     def add_node(self, node: Node) -> None:
-        spec = node.spec
         if node.is_source:
             for value in node.tops:
                 self.add_input(value)
             return
-        if spec.keras is None:
-            if node.tops:
-                raise node.error(f"{node.type} layers cannot be compiled to Keras")
+        plan = self.plans.get(node.name)
+        if plan is None:
             return
-        context = KerasContext(
-            shape=LayerContext(layer=node.param, bottoms=[v.shape for v in node.bottoms], phase=self.net.phase),  # type: ignore[misc]
-            bottom_layouts=[self.layout_of(v) for v in node.bottoms],
-            top_shapes=[v.shape for v in node.tops],  # type: ignore[misc]
-            blob_shapes=[b.shape for b in node.blobs],
-            boundary=self.layout,
-        )
-        plan = spec.keras(context)
         wanted = list(plan.bottom_layouts) + [None] * (len(node.bottoms) - len(plan.bottom_layouts))
         bottoms = [self.tensor(value, layout) for value, layout in zip(node.bottoms, wanted, strict=True)]
         outputs: list[list[Any]] = []
@@ -129,11 +156,7 @@ class _Builder:
         return bottoms[ref.index] if ref.source == "bottom" else outputs[ref.index][ref.output]
 
     def outputs(self, values: Sequence[Value]) -> list[Any]:
-        result = []
-        for value in values:
-            tensor = self.tensor(value, self.layout if value.shape and lay.spatial(len(value.shape)) else None)
-            result.append(tensor)
-        return result
+        return [self.tensor(value, boundary_layout(value, self.layout)) for value in values]
 
 
 def model_outputs(net: Net) -> list[Value]:
@@ -144,7 +167,7 @@ def model_outputs(net: Net) -> list[Value]:
 
 def compile_net(net: Net, layout: str = lay.CAFFE, outputs: Iterable[str] | None = None) -> Compiled:
     """Build the Keras model of ``net``; ``outputs`` names Caffe blobs to expose instead of the net's outputs."""
-    builder = _Builder(net, layout)
+    builder = _Builder(net, layout, plan_net(net, layout))
     for node in net.nodes:
         builder.add_node(node)
     values = [net.blob(name) for name in outputs] if outputs is not None else model_outputs(net)
@@ -177,3 +200,15 @@ def to_keras(
 
         load_caffe_weights(compiled, weights)
     return compiled.model
+
+
+def forward(compiled: Compiled, feeds: Sequence[Any]) -> list[Any]:
+    """One forward pass (TEST behaviour) on whole arrays, outputs as numpy arrays.
+
+    ``model.predict`` batches its inputs and concatenates the results, which scalar outputs
+    (losses, accuracy) and inputs of different lengths cannot go through; Caffe's forward
+    takes the blobs as they are, and so does this.
+    """
+    results = compiled.model(list(feeds), training=False)
+    results = results if isinstance(results, (list, tuple)) else [results]
+    return [keras.ops.convert_to_numpy(result) for result in results]

@@ -197,6 +197,9 @@ class KerasPlan:
     #: The layout each bottom must be in; None accepts the bottom as it is.
     bottom_layouts: tuple[str | None, ...] = ()
     weights: tuple[WeightLink, ...] = ()
+    #: The layer needs Caffe's fixed batch size in Keras (it works along axis 0: a Scale over
+    #: the batch axis, recurrent layers whose axis 0 is time).
+    static_batch: bool = False
 
 
 @dataclass

@@ -235,6 +235,7 @@ def _affine_keras(ctx: KerasContext) -> KerasPlan:
         top_layouts=(held,),
         bottom_layouts=(held,) * count,
         weights=links,
+        static_batch=first == 0,
     )
 
 

@@ -9,6 +9,8 @@ order of first use, which is the order below.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from netdef.layers.declarations.common import (
     count,
     declare,
@@ -112,11 +114,13 @@ def _recurrent_keras(ctx: KerasContext) -> KerasPlan:
     kwargs = {"num_output": param.num_output, "expose_hidden": param.expose_hidden}
     links = tuple(WeightLink(i, 0, i) for i in range(len(ctx.blob_shapes)))
     name = "CaffeLSTM" if ctx.layer.type == "LSTM" else "CaffeRNN"
-    return caffe_layout(ctx, netdef_layer("recurrent", name), kwargs, weights=links)
+    plan = caffe_layout(ctx, netdef_layer("recurrent", name), kwargs, weights=links)
+    # Axis 0 is time here: the unrolled steps need it fixed.
+    return replace(plan, static_batch=True)
 
 
 def _lstm_unit_keras(ctx: KerasContext) -> KerasPlan:
-    return caffe_layout(ctx, netdef_layer("recurrent", "LSTMUnit"))
+    return replace(caffe_layout(ctx, netdef_layer("recurrent", "LSTMUnit")), static_batch=True)
 
 
 for _type, _shape, _blobs, _states in (
