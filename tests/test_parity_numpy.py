@@ -55,6 +55,51 @@ def softmax_loss(inputs: list[np.ndarray], blobs: list[np.ndarray]) -> np.ndarra
     return np.asarray(-log_p[np.arange(len(labels)), labels.astype(int)].mean())
 
 
+def lstm(inputs: list[np.ndarray], blobs: list[np.ndarray]) -> np.ndarray:
+    """Caffe's unrolled LSTM: cont gates the previous hidden state and cell; gates i, f, o, g."""
+    x, cont = inputs
+    w_x, b, w_h = blobs
+    steps, batch = cont.shape
+    hidden = w_h.shape[1]
+    h, c = np.zeros((batch, hidden)), np.zeros((batch, hidden))
+    outputs = []
+    for t in range(steps):
+        keep = cont[t][:, None]
+        gates = x[t].reshape(batch, -1) @ w_x.T + b + (keep * h) @ w_h.T
+        i, f, o, g = np.split(gates, 4, axis=1)
+        c = keep * sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        outputs.append(h)
+    return np.stack(outputs)
+
+
+def rnn(inputs: list[np.ndarray], blobs: list[np.ndarray]) -> np.ndarray:
+    """Caffe's RNN: h = tanh(W_hh·(cont·h) + W_xh·x + b_h), o = tanh(W_ho·h + b_o)."""
+    x, cont = inputs
+    w_xh, b_h, w_hh, w_ho, b_o = blobs
+    steps, batch = cont.shape
+    h = np.zeros((batch, w_hh.shape[0]))
+    outputs = []
+    for t in range(steps):
+        h = np.tanh((cont[t][:, None] * h) @ w_hh.T + x[t].reshape(batch, -1) @ w_xh.T + b_h)
+        outputs.append(np.tanh(h @ w_ho.T + b_o))
+    return np.stack(outputs)
+
+
+def sigmoid_ce(inputs: list[np.ndarray]) -> np.ndarray:
+    """−Σ[x·t − log(1 + e^x)] / N, Caffe's default normalization (batch size) for this loss."""
+    x, t = inputs
+    return np.asarray(-(x * t - np.log1p(np.exp(x))).sum() / x.shape[0])
+
+
+def hinge(inputs: list[np.ndarray], squared: bool) -> np.ndarray:
+    scores, labels = inputs
+    signed = scores.copy()
+    signed[np.arange(len(labels)), labels.astype(int)] *= -1
+    margins = np.maximum(0, 1 + signed)
+    return np.asarray((margins**2 if squared else margins).sum() / len(labels))
+
+
 CASES: list[tuple[str, list[tuple[int, ...]], str, Reference]] = [
     ("swish-beta", [(2, 3, 4, 5)], 'type: "Swish" swish_param { beta: 1.5 }', lambda i, b: i[0] * sigmoid(1.5 * i[0])),
     ("clip", [(2, 3, 4, 5)], 'type: "Clip" clip_param { min: -0.5 max: 0.7 }', lambda i, b: np.clip(i[0], -0.5, 0.7)),
@@ -126,6 +171,30 @@ CASES: list[tuple[str, list[tuple[int, ...]], str, Reference]] = [
         'type: "Pooling" pooling_param { kernel_size: 2 stride: 2 }',
         lambda i, b: max_pool3d(i[0], 2, 2),
     ),
+    ("lstm", [(5, 3, 4), (5, 3)], 'type: "LSTM" recurrent_param { num_output: 6 }', lstm),
+    ("rnn", [(5, 3, 2, 2), (5, 3)], 'type: "RNN" recurrent_param { num_output: 6 }', rnn),
+    (
+        "argmax-top2-values",
+        [(2, 6, 1, 1)],
+        'type: "ArgMax" argmax_param { top_k: 2 out_max_val: true }',
+        lambda i, b: np.stack(
+            [np.argsort(-i[0].reshape(2, 6), axis=1)[:, :2], -np.sort(-i[0].reshape(2, 6), axis=1)[:, :2]], axis=1
+        ),
+    ),
+    ("batch-reindex", [(4, 3, 2), (3,)], 'type: "BatchReindex"', lambda i, b: i[0][i[1].astype(int)]),
+    ("sigmoid-ce-loss", [(4, 5), (4, 5)], 'type: "SigmoidCrossEntropyLoss"', lambda i, b: sigmoid_ce(i)),
+    (
+        "hinge-l2",
+        [(4, 5), (4,)],
+        'type: "HingeLoss" hinge_loss_param { norm: L2 }',
+        lambda i, b: hinge(i, squared=True),
+    ),
+    (
+        "multinomial-loss",
+        [(4, 5), (4,)],
+        'type: "MultinomialLogisticLoss"',
+        lambda i, b: np.asarray(-np.log(np.maximum(i[0][np.arange(4), i[1].astype(int)], 1e-20)).sum() / 4),
+    ),
     ("softmax-loss", [(4, 5), (4,)], 'type: "SoftmaxWithLoss"', softmax_loss),
     (
         "euclidean-loss",
@@ -146,8 +215,16 @@ def inputs_for(case_id: str, shapes: list[tuple[int, ...]], rng: np.random.Gener
     arrays = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
     if case_id == "embed":
         arrays[0] = (np.abs(arrays[0] * 2).astype(int) % 7).astype(np.float32)
-    if case_id in ("softmax-loss", "accuracy"):
+    if case_id == "batch-reindex":
+        arrays[1] = np.array([3, 0, 3], np.float32)
+    if case_id == "sigmoid-ce-loss":
+        arrays[1] = rng.integers(0, 2, shapes[1]).astype(np.float32)
+    if case_id == "multinomial-loss":
+        arrays[0] = rng.random(shapes[0]).astype(np.float32)
+    if case_id in ("softmax-loss", "accuracy", "hinge-l2", "multinomial-loss"):
         arrays[1] = rng.integers(0, 5, shapes[1]).astype(np.float32)
+    if case_id in ("lstm", "rnn"):
+        arrays[1] = (rng.random(shapes[1]) > 0.3).astype(np.float32)
     if case_id == "log":
         arrays[0] = np.abs(arrays[0])
     return arrays
@@ -168,3 +245,25 @@ def test_layer_matches_caffes_formula(
     actual = netdef_forward(net, weights, feeds, [top])[0]
     expected = reference([a.astype(np.float64) for a in arrays], [b.astype(np.float64) for b in blobs])
     assert_close(actual, np.asarray(expected, dtype=np.float64).reshape(actual.shape), case_id)
+
+
+def test_train_phase_dropout_drops_and_rescales_as_caffe(tmp_path: Path) -> None:
+    """TRAIN: each unit kept with probability 1 − r and scaled by 1/(1 − r); TEST: identity."""
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(build([(4, 50, 10, 10)], 'type: "Dropout" dropout_param { dropout_ratio: 0.3 }'))
+    x = np.ones((4, 50, 10, 10), np.float32)
+    train = netdef_forward(load_net(prototxt, phase="TRAIN"), None, {"in0": x}, ["l"])[0]
+    assert {round(float(v), 5) for v in np.unique(train)} == {0.0, round(1 / 0.7, 5)}
+    assert abs((train == 0).mean() - 0.3) < 0.02
+    test = netdef_forward(load_net(prototxt, phase="TEST"), None, {"in0": x}, ["l"])[0]
+    np.testing.assert_array_equal(test, x)
+
+
+def test_train_phase_batchnorm_normalizes_with_batch_statistics(tmp_path: Path) -> None:
+    """Caffe's BatchNorm test: in TRAIN each channel comes out with mean 0 and variance 1."""
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(build([(5, 2, 3, 4)], 'type: "BatchNorm"'))
+    x = np.random.default_rng(6).normal(3, 2, (5, 2, 3, 4)).astype(np.float32)
+    out = netdef_forward(load_net(prototxt, phase="TRAIN"), None, {"in0": x}, ["l"])[0]
+    np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-3)
+    np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1, atol=1e-3)

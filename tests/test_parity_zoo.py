@@ -46,6 +46,20 @@ def test_deploy_net_matches_opencv(caffe_zoo: Path, tmp_path: Path, relative: st
         assert_close(a, e.reshape(a.shape), f"{relative}:{name}")
 
 
+OWN_ZOO = sorted((Path(__file__).resolve().parent.parent / "zoo").glob("*/deploy.prototxt"))
+
+
+@pytest.mark.parametrize("prototxt", OWN_ZOO, ids=lambda p: p.parent.name)
+def test_own_zoo_deploy_net_matches_opencv(tmp_path: Path, prototxt: Path) -> None:
+    net = load_net(prototxt)
+    weights = write_random_caffemodel(net, tmp_path / "random.caffemodel")
+    inputs = random_inputs(net)
+    outputs = [value.blob for value in net.outputs]
+    expected = opencv_forward(prototxt, weights, inputs, [value.producer.name for value in net.outputs])
+    for name, a, e in zip(outputs, netdef_forward(net, weights, inputs, outputs), expected, strict=True):
+        assert_close(a, e.reshape(a.shape), f"{prototxt}:{name}")
+
+
 def test_both_layouts_give_the_same_numbers(caffe_zoo: Path, tmp_path: Path) -> None:
     net = load_net(caffe_zoo / "models/bvlc_reference_caffenet/deploy.prototxt")
     weights = write_random_caffemodel(net, tmp_path / "random.caffemodel")

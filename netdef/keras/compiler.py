@@ -21,6 +21,7 @@ from netdef.keras import layout as lay
 from netdef.layers.registry import Call, KerasContext, KerasPlan, LayerContext, Ref, Shape
 from netdef.load import NetSource, load_net
 from netdef.names import UniqueNames, keras_name
+from netdef.proto import netdef_pb2 as pb
 
 
 @dataclass
@@ -203,12 +204,14 @@ def to_keras(
 
 
 def forward(compiled: Compiled, feeds: Sequence[Any]) -> list[Any]:
-    """One forward pass (TEST behaviour) on whole arrays, outputs as numpy arrays.
+    """One forward pass on whole arrays in the net's phase, outputs as numpy arrays.
 
-    ``model.predict`` batches its inputs and concatenates the results, which scalar outputs
-    (losses, accuracy) and inputs of different lengths cannot go through; Caffe's forward
-    takes the blobs as they are, and so does this.
+    A TRAIN-phase net runs its training behaviour (Dropout drops, BatchNorm uses batch
+    statistics), as Caffe's forward in that phase does. ``model.predict`` would batch its
+    inputs and concatenate the results, which scalar outputs (losses, accuracy) and inputs
+    of different lengths cannot go through; Caffe's forward takes the blobs as they are.
     """
-    results = compiled.model(list(feeds), training=False)
+    training = compiled.net.phase == pb.TRAIN
+    results = compiled.model(list(feeds), training=training)
     results = results if isinstance(results, (list, tuple)) else [results]
     return [keras.ops.convert_to_numpy(result) for result in results]
