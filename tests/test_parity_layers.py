@@ -139,14 +139,22 @@ CASES: list[tuple[str, list[tuple[int, ...]], str, str]] = [
 ]
 
 
-def build(inputs: list[tuple[int, ...]], body: str) -> str:
+def build(inputs: list[tuple[int, ...]], body: str, tops: int = 1, bottoms: int | None = None) -> str:
+    """Input layers in0, in1... and one layer "l" reading the first ``bottoms`` of them
+    (all by default), with tops l, l1, l2..."""
     lines = []
     for i, shape in enumerate(inputs):
         dims = " ".join(f"dim: {d}" for d in shape)
         lines.append(f'layer {{ name: "in{i}" type: "Input" top: "in{i}" input_param {{ shape {{ {dims} }} }} }}')
-    bottoms = " ".join(f'bottom: "in{i}"' for i in range(len(inputs)))
-    lines.append(f'layer {{ name: "l" {bottoms} top: "l" {body} }}')
+    used = len(inputs) if bottoms is None else bottoms
+    bottom_text = " ".join(f'bottom: "in{i}"' for i in range(used))
+    top_text = " ".join(f'top: "{top_name(k)}"' for k in range(tops))
+    lines.append(f'layer {{ name: "l" {bottom_text} {top_text} {body} }}')
     return "\n".join(lines) + "\n"
+
+
+def top_name(index: int) -> str:
+    return "l" if index == 0 else f"l{index}"
 
 
 @pytest.mark.parametrize(("inputs", "body", "out"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])

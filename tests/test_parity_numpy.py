@@ -221,13 +221,77 @@ def inputs_for(case_id: str, shapes: list[tuple[int, ...]], rng: np.random.Gener
         arrays[1] = rng.integers(0, 2, shapes[1]).astype(np.float32)
     if case_id == "multinomial-loss":
         arrays[0] = rng.random(shapes[0]).astype(np.float32)
-    if case_id in ("softmax-loss", "accuracy", "hinge-l2", "multinomial-loss"):
+    if case_id == "contrastive-loss":
+        arrays[2] = rng.integers(0, 2, shapes[2]).astype(np.float32)
+    if case_id == "infogain-loss":
+        arrays[2] = rng.random(shapes[2]).astype(np.float32)
+    if case_id in ("softmax-loss", "accuracy", "hinge-l2", "multinomial-loss", "infogain-loss"):
         arrays[1] = rng.integers(0, 5, shapes[1]).astype(np.float32)
     if case_id in ("lstm", "rnn"):
         arrays[1] = (rng.random(shapes[1]) > 0.3).astype(np.float32)
     if case_id == "log":
         arrays[0] = np.abs(arrays[0])
     return arrays
+
+
+def spp(x: np.ndarray, height: int) -> np.ndarray:
+    """Caffe's SPP: level l pools 2^l bins per axis (kernel ceil(H/bins), centred pad), flattened C,H,W."""
+    n, c, h, w = x.shape
+    levels = []
+    for level in range(height):
+        bins = 2**level
+        kh, kw = -(-h // bins), -(-w // bins)
+        ph, pw = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+        padded = np.full((n, c, h + 2 * ph + kh, w + 2 * pw + kw), -np.inf)
+        padded[:, :, ph : ph + h, pw : pw + w] = x
+        out = np.array(
+            [
+                [padded[:, :, i * kh : i * kh + kh, j * kw : j * kw + kw].max(axis=(2, 3)) for j in range(bins)]
+                for i in range(bins)
+            ]
+        )
+        levels.append(np.transpose(out, (2, 3, 0, 1)).reshape(n, -1))
+    return np.concatenate(levels, axis=1)
+
+
+def im2col(x: np.ndarray, k: int) -> np.ndarray:
+    """Caffe's im2col, stride 1, no pad: channel (c·k + i)·k + j holds x[c, y + i, x + j]."""
+    n, c, h, w = x.shape
+    out = np.empty((n, c * k * k, h - k + 1, w - k + 1))
+    for ch in range(c):
+        for i in range(k):
+            for j in range(k):
+                out[:, (ch * k + i) * k + j] = x[:, ch, i : i + h - k + 1, j : j + w - k + 1]
+    return out
+
+
+def contrastive(inputs: list[np.ndarray], margin: float = 1.0) -> np.ndarray:
+    a, b, y = inputs
+    d2 = ((a - b) ** 2).reshape(len(a), -1).sum(axis=1)
+    similar = y.reshape(-1) != 0
+    loss = np.where(similar, d2, np.maximum(margin - np.sqrt(d2), 0) ** 2)
+    return np.asarray(loss.sum() / (2 * len(a)))
+
+
+def infogain(inputs: list[np.ndarray]) -> np.ndarray:
+    scores, labels, h = inputs
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    p = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    rows = h.reshape(h.shape[-2], h.shape[-1])[labels.astype(int)]
+    return np.asarray(-(rows * np.log(np.maximum(p, 1e-20))).sum() / len(labels))
+
+
+CASES += [
+    ("spp", [(2, 3, 7, 6)], 'type: "SPP" spp_param { pyramid_height: 2 }', lambda i, b: spp(i[0], 2)),
+    ("im2col", [(2, 3, 5, 4)], 'type: "Im2col" convolution_param { kernel_size: 2 }', lambda i, b: im2col(i[0], 2)),
+    (
+        "contrastive-loss",
+        [(4, 3, 1, 1), (4, 3, 1, 1), (4, 1, 1, 1)],
+        'type: "ContrastiveLoss"',
+        lambda i, b: contrastive(i),
+    ),
+    ("infogain-loss", [(4, 5), (4,), (1, 1, 5, 5)], 'type: "InfogainLoss"', lambda i, b: infogain(i)),
+]
 
 
 @pytest.mark.parametrize(("case_id", "shapes", "body", "reference"), CASES, ids=[c[0] for c in CASES])
@@ -267,3 +331,43 @@ def test_train_phase_batchnorm_normalizes_with_batch_statistics(tmp_path: Path) 
     out = netdef_forward(load_net(prototxt, phase="TRAIN"), None, {"in0": x}, ["l"])[0]
     np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-3)
     np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1, atol=1e-3)
+
+
+def test_multi_top_layers(tmp_path: Path) -> None:
+    """Slice (two tops), Filter (selector drops rows), LSTMUnit (c and h), Parameter (no bottom)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 6, 3)).astype(np.float32)
+    cases = {
+        "slice": (build([(4, 6, 3)], 'type: "Slice" slice_param { axis: 1 slice_point: 2 }', tops=2), [x]),
+        "filter": (build([(4, 6, 3), (4, 1)], 'type: "Filter"'), [x, np.array([[1], [0], [1], [1]], np.float32)]),
+        "lstm-unit": (
+            build([(1, 4, 3), (1, 4, 12), (1, 4)], 'type: "LSTMUnit"', tops=2),
+            [rng.standard_normal((1, 4, 3)), rng.standard_normal((1, 4, 12)), np.array([[1, 0, 1, 1]])],
+        ),
+        "parameter": (
+            build([(4, 6, 3)], 'type: "Parameter" parameter_param { shape { dim: 2 dim: 5 } }', bottoms=0),
+            [x],
+        ),
+    }
+    results = {}
+    for name, (text, arrays) in cases.items():
+        prototxt = tmp_path / f"{name}.prototxt"
+        prototxt.write_text(text)
+        net = load_net(prototxt)
+        weights = write_random_caffemodel(net, tmp_path / f"{name}.caffemodel")
+        feeds = {f"in{i}": np.asarray(a, np.float32) for i, a in enumerate(arrays)}
+        tops = [value.blob for value in net.layer("l").tops]
+        blobs = read_caffemodel(weights)[0].blobs if weights else []
+        results[name] = (netdef_forward(net, weights, feeds, tops), [a.astype(np.float64) for a in arrays], blobs)
+    (first, second), _, _ = results["slice"]
+    assert_close(first, x[:, :2])
+    assert_close(second, x[:, 2:])
+    (kept,), _, _ = results["filter"]
+    assert_close(kept, x[[0, 2, 3]])
+    (c, h), (c_prev, gates, cont), _ = results["lstm-unit"]
+    i, f, o, g = np.split(gates, 4, axis=2)
+    expected_c = cont[..., None] * sigmoid(f) * c_prev + sigmoid(i) * np.tanh(g)
+    assert_close(c, expected_c)
+    assert_close(h, sigmoid(o) * np.tanh(expected_c))
+    (value,), _, blobs = results["parameter"]
+    assert_close(value, blobs[0])
