@@ -8,6 +8,8 @@ axis 0 plus what each loss adds; those checks are reproduced here.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from netdef.layers.declarations.common import count, declare, fmt, legacy4, require_axes
 from netdef.layers.declarations.keras_plans import caffe_layout, netdef_layer
 from netdef.layers.registry import (
@@ -121,7 +123,9 @@ def _loss_keras(ctx: KerasContext) -> KerasPlan:
             "infogain": _infogain_matrix(ctx) if len(ctx.bottoms) < 3 else None,
             "return_probabilities": len(ctx.top_shapes) > 1,
         }
-    return caffe_layout(ctx, netdef_layer("losses", layer.type), kwargs)
+    plan = caffe_layout(ctx, netdef_layer("losses", layer.type), kwargs)
+    # An infogain matrix given as bottom 2 is a (1, 1, K, K) blob, not a batch: keep it fixed.
+    return replace(plan, static_batch=layer.type == "InfogainLoss" and len(ctx.bottoms) > 2)
 
 
 def _infogain_matrix(ctx: KerasContext) -> list[list[float]]:
