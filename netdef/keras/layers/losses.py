@@ -79,6 +79,20 @@ def _ratio(numerator: Any, denominator: Any) -> Any:
     return ops.where(denominator > 0, numerator / _at_least(denominator, 1.0), 0.0)
 
 
+def _softmax_loss_outputs(layer: Any, scores: Any, per_label: Any, valid: Any, outer: int, inner: int) -> Any:
+    """The normalized sum over non-ignored labels, and the probabilities when asked for.
+
+    Shared by SoftmaxWithLoss and InfogainLoss, which both apply a softmax internally and may
+    expose it as a second top (which, as in Caffe, passes no gradient).
+    """
+    valid_count = ops.sum(ops.cast(valid, scores.dtype))
+    norm = _normalizer(layer.normalization, outer, inner, valid_count, scores.dtype)
+    loss = ops.sum(ops.where(valid, per_label, 0.0)) / norm
+    if layer.return_probabilities:
+        return [loss, ops.stop_gradient(ops.softmax(scores, axis=layer.axis))]
+    return loss
+
+
 @keras.saving.register_keras_serializable(package="netdef")
 class SoftmaxWithLoss(keras.layers.Layer):
     """Caffe's SoftmaxWithLoss: ``[scores, labels]`` -> ``-Σ log(max(p[label], FLT_MIN)) / norm``.
@@ -114,12 +128,7 @@ class SoftmaxWithLoss(keras.layers.Layer):
         prob = _at_labels(ops.softmax(grouped, axis=-1), label)
         log_prob = _at_labels(ops.log_softmax(grouped, axis=-1), label)
         per_label = with_gradient_of(-ops.log(_at_least(prob, FLT_MIN)), -log_prob)
-        valid_count = ops.sum(ops.cast(valid, scores.dtype))
-        norm = _normalizer(self.normalization, outer, inner, valid_count, scores.dtype)
-        loss = ops.sum(ops.where(valid, per_label, 0.0)) / norm
-        if self.return_probabilities:
-            return [loss, ops.stop_gradient(ops.softmax(scores, axis=self.axis))]
-        return loss
+        return _softmax_loss_outputs(self, scores, per_label, valid, outer, inner)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -250,12 +259,7 @@ class InfogainLoss(keras.layers.Layer):
         value = -ops.sum(rows * ops.log(_at_least(ops.softmax(grouped, axis=-1), LOG_THRESHOLD)), axis=-1)
         surrogate = -ops.sum(rows * ops.log_softmax(grouped, axis=-1), axis=-1)
         per_label = with_gradient_of(value, surrogate)
-        valid_count = ops.sum(ops.cast(valid, scores.dtype))
-        norm = _normalizer(self.normalization, outer, inner, valid_count, scores.dtype)
-        loss = ops.sum(ops.where(valid, per_label, 0.0)) / norm
-        if self.return_probabilities:
-            return [loss, ops.stop_gradient(ops.softmax(scores, axis=self.axis))]
-        return loss
+        return _softmax_loss_outputs(self, scores, per_label, valid, outer, inner)
 
     def get_config(self) -> dict[str, Any]:
         return {
