@@ -4,9 +4,28 @@ Importing netdef is cheap: Keras and TensorFlow are imported only by the parts t
 compile or train, so parsing and inspecting nets works without them.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from netdef.errors import NetdefError
 from netdef.ir import Net
 from netdef.load import load_net, load_solver
 
-__all__ = ["Net", "NetdefError", "load_net", "load_solver"]
+if TYPE_CHECKING:
+    import keras
+
+__all__ = ["Net", "NetdefError", "load_net", "load_solver", "to_keras"]
+
+
+def to_keras(*args: Any, **kwargs: Any) -> keras.Model:
+    """Compile a net to a Keras model; see :func:`netdef.keras.compiler.to_keras`.
+
+    Imported on first use, so that ``import netdef`` does not start TensorFlow.
+    """
+    from netdef.keras.compiler import to_keras as compile_to_keras
+
+    return compile_to_keras(*args, **kwargs)
+
+
 __version__ = "0.1.0"

@@ -39,3 +39,18 @@ def test_zoo_net_compiles_in_train_and_test(caffe_zoo: Path, relative: str) -> N
         feeds = [np.zeros(value.shape, np.float32) for value in net.feeds]
         outputs = forward(compiled, feeds)
         assert all(np.isfinite(np.asarray(output)).all() for output in outputs), relative
+
+
+def test_split_and_silence_compile_to_nothing(tmp_path: Path) -> None:
+    import netdef
+
+    text = (
+        'layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 2 dim: 3 } } }\n'
+        'layer { name: "split" type: "Split" bottom: "x" top: "a" top: "b" }\n'
+        'layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "y" }\n'
+        'layer { name: "quiet" type: "Silence" bottom: "a" }\n'
+    )
+    model = netdef.to_keras(text)
+    assert [type(layer).__name__ for layer in model.layers] == ["InputLayer", "Add"]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(model(x), 2 * x)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from netdef import load_solver
 
+from .conftest import REPO
+
 SOLVER = 'net: "net.prototxt"\nbase_lr: 0.01\nlr_policy: "fixed"\nsolver_type: ADAM\n'
 
 
@@ -29,3 +31,12 @@ def test_explicit_prefix_and_text_sources_are_kept(tmp_path: Path) -> None:
     path.write_text(SOLVER + 'snapshot_prefix: "out/lenet"\n')
     assert load_solver(path).snapshot_prefix == "out/lenet"
     assert load_solver(SOLVER).snapshot_prefix == ""
+
+
+def test_importing_netdef_does_not_start_keras() -> None:
+    import subprocess
+    import sys
+
+    script = "import sys, netdef; netdef.load_net('zoo/lenet/deploy.prototxt'); print('keras' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO)
+    assert result.stdout.strip() == "False"
