@@ -15,7 +15,7 @@ from netdef.load import load_net, load_solver
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["Net", "NetdefError", "load_net", "load_solver", "to_keras"]
+__all__ = ["Net", "NetdefError", "codegen", "load_net", "load_solver", "to_keras"]
 
 
 def to_keras(*args: Any, **kwargs: Any) -> keras.Model:
@@ -26,6 +26,16 @@ def to_keras(*args: Any, **kwargs: Any) -> keras.Model:
     from netdef.keras.compiler import to_keras as compile_to_keras
 
     return compile_to_keras(*args, **kwargs)
+
+
+def codegen(*args: Any, **kwargs: Any) -> str:
+    """The source of a Python module building the net's Keras model; see :func:`netdef.codegen.generate`.
+
+    Imported on first use, for the same reason as :func:`to_keras`.
+    """
+    from netdef.codegen import generate
+
+    return generate(*args, **kwargs)
 
 
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from netdef.data import commands as data_verbs
 from netdef.errors import NetdefError, NetDefinitionError, ParseError
 from netdef.fileio import atomic_write
 from netdef.layers.registry import Shape
@@ -189,6 +190,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_codegen(args: argparse.Namespace) -> int:
+    from netdef.codegen import generate
+
+    net = _load(args, args.net)
+    source = generate(net, layout=args.layout, standalone=args.standalone)
+    atomic_write(args.output, source)
+    kind = "standalone module" if args.standalone else "module"
+    print(f"wrote {args.output}: {kind} with build_model() for {net.name or 'the net'}, layout {args.layout}")
+    return 0
+
+
 def _weights_format(path: str) -> str:
     name = path.lower()
     if name.endswith(".weights.h5"):
@@ -286,6 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_state_options(compile_)
     compile_.set_defaults(run=cmd_compile)
 
+    codegen = verbs.add_parser("codegen", parents=[common], help="write Python source that builds the Keras model")
+    codegen.add_argument("net", help="net prototxt")
+    codegen.add_argument("-o", "--output", required=True, help="the .py file to write")
+    codegen.add_argument("--layout", choices=("caffe", "channels_last"), default="caffe", help="layout at the boundary")
+    codegen.add_argument("--standalone", action="store_true", help="copy netdef's layers in: needs only Keras")
+    _add_state_options(codegen)
+    codegen.set_defaults(run=cmd_codegen)
+
     convert = verbs.add_parser(
         "convert-weights", parents=[common], help="convert between .caffemodel, Caffe HDF5 and Keras .weights.h5"
     )
@@ -301,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("input", help="net or solver, text or binary")
     upgrade.add_argument("output", help="where to write; binary when the suffix is .caffemodel/.binaryproto")
     upgrade.set_defaults(run=cmd_upgrade)
+    data_verbs.register(verbs, common)
     return parser
 
 

@@ -11,17 +11,19 @@ import importlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import keras
 
 from netdef.errors import NetDefinitionError
 from netdef.ir import AUTOMATIC_TOP, Net, Node, Value
 from netdef.keras import layout as lay
-from netdef.layers.registry import Call, KerasContext, KerasPlan, LayerContext, Ref, Shape
+from netdef.layers.registry import KerasContext, KerasPlan, LayerContext, Ref, Shape
 from netdef.load import NetSource, load_net
 from netdef.names import UniqueNames, keras_name
 from netdef.proto import netdef_pb2 as pb
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -85,7 +87,14 @@ def boundary_layout(value: Value, layout: str) -> str:
     return layout if value.shape is not None and lay.spatial(len(value.shape)) else lay.CAFFE
 
 
-class _Builder:
+class PlanWalker(Generic[T]):
+    """Walks a planned net in Keras construction order; subclasses decide what a tensor is.
+
+    The compiler makes Keras layers and the code generator writes the same layers as source;
+    both must agree on every layer, name, permute and their order, so the decisions (which
+    blob is permuted when, which name each layer takes, the static batch) live here once.
+    """
+
     def __init__(self, net: Net, layout: str, plans: dict[str, KerasPlan]) -> None:
         self.net = net
         self.layout = layout
@@ -93,12 +102,34 @@ class _Builder:
         # Caffe's batch size is fixed; Keras's stays free unless a layer needs it fixed.
         self.static_batch = any(plan.static_batch for plan in plans.values())
         self.names = UniqueNames()
-        self.tensors: dict[str, tuple[Any, str]] = {}  # value key -> (tensor, layout)
-        self.converted: dict[tuple[str, str], Any] = {}
-        self.inputs: list[Any] = []
+        self.tensors: dict[str, tuple[T, str]] = {}  # value key -> (tensor, layout)
+        self.converted: dict[tuple[str, str], T] = {}
+        self.inputs: list[T] = []
         self.bindings: list[Binding] = []
 
-    def tensor(self, value: Value, wanted: str | None) -> Any:
+    def make_input(self, value: Value, shape: tuple[int, ...], batch_size: int | None, name: str) -> T:
+        """A model input of ``shape`` (batch axis excluded)."""
+        raise NotImplementedError
+
+    def make_permute(self, value: Value, tensor: T, dims: tuple[int, ...], name: str) -> T:
+        """``keras.layers.Permute(dims)`` applied to ``tensor``, which holds ``value``."""
+        raise NotImplementedError
+
+    def make_call(self, node: Node, index: int, name: str, args: list[T]) -> Any:
+        """Apply call ``index`` of the node's plan to ``args``; the result is read by :meth:`pick`."""
+        raise NotImplementedError
+
+    def pick(self, result: Any, index: int) -> T:
+        """Output ``index`` of a call's result."""
+        raise NotImplementedError
+
+    def walk(self, values: Sequence[Value]) -> list[T]:
+        """Visit every layer of the net in order; the tensors of ``values``, the model outputs."""
+        for node in self.net.nodes:
+            self.add_node(node)
+        return [self.tensor(value, boundary_layout(value, self.layout)) for value in values]
+
+    def tensor(self, value: Value, wanted: str | None) -> T:
         """A blob in the layout ``wanted`` (None: as held), permuted at most once per layout."""
         tensor, held = self.tensors[value.key]
         if wanted is None or wanted == held or value.shape is None or not lay.spatial(len(value.shape)):
@@ -107,7 +138,7 @@ class _Builder:
         if key not in self.converted:
             perm = lay.permutation(len(value.shape), held, wanted)
             name = self.names.take(keras_name(f"{value.blob}_to_{wanted}"))
-            self.converted[key] = keras.layers.Permute(tuple(a for a in perm[1:]), name=name)(tensor)
+            self.converted[key] = self.make_permute(value, tensor, tuple(a for a in perm[1:]), name)
         return self.converted[key]
 
     def add_input(self, value: Value) -> None:
@@ -115,10 +146,11 @@ class _Builder:
         if shape is None:
             raise NetDefinitionError(f"the shape of input blob '{value.blob}' is unknown")
         boundary = boundary_layout(value, self.layout)
-        tensor = keras.Input(
-            shape=lay.shape(shape, boundary)[1:],
-            batch_size=shape[0] if self.static_batch and shape else None,
-            name=self.names.take(keras_name(value.blob)),
+        tensor = self.make_input(
+            value,
+            lay.shape(shape, boundary)[1:],
+            shape[0] if self.static_batch and shape else None,
+            self.names.take(keras_name(value.blob)),
         )
         self.inputs.append(tensor)
         self.tensors[value.key] = (tensor, boundary)
@@ -133,31 +165,68 @@ class _Builder:
             return
         wanted = list(plan.bottom_layouts) + [None] * (len(node.bottoms) - len(plan.bottom_layouts))
         bottoms = [self.tensor(value, layout) for value, layout in zip(node.bottoms, wanted, strict=True)]
-        outputs: list[list[Any]] = []
+        outputs: list[Any] = []
         names: list[str] = []
-        for call in plan.calls:
+        for index, call in enumerate(plan.calls):
             name = self.names.take(keras_name(node.name if not call.suffix else f"{node.name}_{call.suffix}"))
             names.append(name)
-            outputs.append(self._apply(call, name, bottoms, outputs))
+            args = [self._resolve(ref, bottoms, outputs) for ref in call.inputs]
+            outputs.append(self.make_call(node, index, name, args))
         for value, ref, top_layout in zip(node.tops, plan.tops, plan.top_layouts, strict=True):
             self.tensors[value.key] = (self._resolve(ref, bottoms, outputs), top_layout)
         self.bindings.append(Binding(node, plan, names))
 
-    def _apply(self, call: Call, name: str, bottoms: list[Any], outputs: list[list[Any]]) -> list[Any]:
-        layer = _import(call.cls)(**call.kwargs, name=name)
-        args = [self._resolve(ref, bottoms, outputs) for ref in call.inputs]
-        result = layer(args if call.as_list or len(args) > 1 else args[0])
-        return list(result) if isinstance(result, (list, tuple)) else [result]
-
-    def _resolve(self, ref: Ref, bottoms: list[Any], outputs: list[list[Any]]) -> Any:
+    def _resolve(self, ref: Ref, bottoms: list[T], outputs: list[Any]) -> T:
         if ref.source == "anchor":
             if not self.inputs:
                 raise NetDefinitionError("a layer without bottoms needs an Input layer before it")
             return self.inputs[0]
-        return bottoms[ref.index] if ref.source == "bottom" else outputs[ref.index][ref.output]
+        return bottoms[ref.index] if ref.source == "bottom" else self.pick(outputs[ref.index], ref.output)
 
-    def outputs(self, values: Sequence[Value]) -> list[Any]:
-        return [self.tensor(value, boundary_layout(value, self.layout)) for value in values]
+
+class _Builder(PlanWalker[Any]):
+    """Instantiates the plans as Keras layers."""
+
+    def make_input(self, value: Value, shape: tuple[int, ...], batch_size: int | None, name: str) -> Any:
+        return keras.Input(shape=shape, batch_size=batch_size, name=name)
+
+    def make_permute(self, value: Value, tensor: Any, dims: tuple[int, ...], name: str) -> Any:
+        return keras.layers.Permute(dims, name=name)(tensor)
+
+    def make_call(self, node: Node, index: int, name: str, args: list[Any]) -> Any:
+        call = self.plans[node.name].calls[index]
+        layer = _import(call.cls)(**call.kwargs, name=name)
+        return layer(args if call.as_list or len(args) > 1 else args[0])
+
+    def pick(self, result: Any, index: int) -> Any:
+        return result[index] if isinstance(result, (list, tuple)) else result
+
+
+class _Binder(PlanWalker[None]):
+    """Walks the plans for the layer names alone, building nothing."""
+
+    def make_input(self, value: Value, shape: tuple[int, ...], batch_size: int | None, name: str) -> None:
+        return None
+
+    def make_permute(self, value: Value, tensor: None, dims: tuple[int, ...], name: str) -> None:
+        return None
+
+    def make_call(self, node: Node, index: int, name: str, args: list[None]) -> None:
+        return None
+
+    def pick(self, result: Any, index: int) -> None:
+        return None
+
+
+def bind(model: keras.Model, net: Net, layout: str = lay.CAFFE) -> Compiled:
+    """``compile_net``'s bookkeeping for a model built elsewhere from the same plans.
+
+    The code generator's modules build the model without netdef; binding it to the net
+    lets netdef's weight transfer find each Caffe blob's variable by the same layer names.
+    """
+    binder = _Binder(net, layout, plan_net(net, layout))
+    binder.walk([])
+    return Compiled(model=model, net=net, layout=layout, bindings=binder.bindings)
 
 
 def model_outputs(net: Net) -> list[Value]:
@@ -166,15 +235,19 @@ def model_outputs(net: Net) -> list[Value]:
     return [*net.outputs, *automatic]
 
 
-def compile_net(net: Net, layout: str = lay.CAFFE, outputs: Iterable[str] | None = None) -> Compiled:
-    """Build the Keras model of ``net``; ``outputs`` names Caffe blobs to expose instead of the net's outputs."""
-    builder = _Builder(net, layout, plan_net(net, layout))
-    for node in net.nodes:
-        builder.add_node(node)
+def output_values(net: Net, outputs: Iterable[str] | None = None) -> list[Value]:
+    """The blobs a model exposes: those named in ``outputs``, else the net's outputs."""
     values = [net.blob(name) for name in outputs] if outputs is not None else model_outputs(net)
     if not values:
         raise NetDefinitionError("the net has no outputs to compute", hint="every blob is consumed or silenced")
-    model = keras.Model(builder.inputs, builder.outputs(values), name=keras_name(net.name or "net"))
+    return values
+
+
+def compile_net(net: Net, layout: str = lay.CAFFE, outputs: Iterable[str] | None = None) -> Compiled:
+    """Build the Keras model of ``net``; ``outputs`` names Caffe blobs to expose instead of the net's outputs."""
+    builder = _Builder(net, layout, plan_net(net, layout))
+    tensors = builder.walk(output_values(net, outputs))
+    model = keras.Model(builder.inputs, tensors, name=keras_name(net.name or "net"))
     return Compiled(model=model, net=net, layout=layout, bindings=builder.bindings)
 
 
