@@ -102,7 +102,7 @@ RUNNER = textwrap.dedent(
         model = importlib.import_module(name).build_model()
         for index, variable in enumerate(model.weights):
             rng = np.random.default_rng(index)
-            variable.assign(rng.standard_normal(variable.shape).astype("float32") * 0.1)
+            variable.assign((rng.random(variable.shape, dtype="float32") - 0.5) * 0.2)
         inputs = np.load(name + "_inputs.npz")
         outputs = model([inputs[feed] for feed in feeds])
         np.savez(name + "_outputs.npz", *[np.asarray(o) for o in outputs])
@@ -117,7 +117,7 @@ def seeded_weights(model) -> None:
     """The weights RUNNER gives a generated model: variable ``i`` from seed ``i``, in order."""
     for index, variable in enumerate(model.weights):
         rng = np.random.default_rng(index)
-        variable.assign(rng.standard_normal(variable.shape).astype(np.float32) * 0.1)
+        variable.assign((rng.random(variable.shape, dtype=np.float32) - 0.5) * 0.2)
 
 
 @pytest.fixture(scope="module")

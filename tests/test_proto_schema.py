@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -313,3 +313,64 @@ def test_bytes_match_caffes_encoding(built: Message, wire: bytes) -> None:
     """Hand-encoded bytes, as Caffe writes them, pin field numbers, types and packing on the wire."""
     assert built.SerializeToString() == wire
     assert type(built).FromString(wire) == built
+
+
+def _nested(descriptor: Descriptor):
+    yield descriptor
+    for nested in descriptor.nested_types:
+        yield from _nested(nested)
+
+
+#: Every field numbered above 1000: Caffe's own (in its legacy V0/V1 layers) and netdef's one
+#: documented extension to caffe.proto, per-axis N-D pooling (proto/netdef.proto, PoolingParameter).
+HIGH_NUMBERED = {
+    "V1LayerParameter.param": 1001,
+    "V1LayerParameter.blob_share_mode": 1002,
+    "V0LayerParameter.hdf5_output_param": 1001,
+    "PoolingParameter.kernel_nd": 1001,
+    "PoolingParameter.stride_nd": 1002,
+    "PoolingParameter.pad_nd": 1003,
+}
+
+
+def test_fields_numbered_above_caffes_are_exactly_the_known_ones() -> None:
+    found = {
+        f"{descriptor.full_name.removeprefix('netdef.')}.{f.name}": f.number
+        for top in pb.DESCRIPTOR.message_types_by_name.values()
+        for descriptor in _nested(top)
+        for f in descriptor.fields
+        if f.number > 1000
+    }
+    assert found == HIGH_NUMBERED
+
+
+def test_pooling_parameter_is_caffes_plus_the_nd_extension() -> None:
+    caffe = {"pool", "pad", "pad_h", "pad_w", "kernel_size", "kernel_h", "kernel_w", "stride", "stride_h"}
+    caffe |= {"stride_w", "engine", "global_pooling", "round_mode"}
+    extension = {"kernel_nd", "stride_nd", "pad_nd"}
+    assert set(message("PoolingParameter").fields_by_name) == caffe | extension
+    for name in extension:
+        descriptor = field(f"PoolingParameter.{name}")
+        assert descriptor.is_repeated
+        assert not descriptor.is_packed
+        assert descriptor.type == FieldDescriptor.TYPE_UINT32
+
+
+def test_caffe_reads_past_the_extension_fields() -> None:
+    """A parser with Caffe's PoolingParameter (the schema without the three fields) skips them as
+    unknown fields and reads the Caffe fields around them as before."""
+    schema = descriptor_pb2.FileDescriptorProto()
+    pb.DESCRIPTOR.CopyToProto(schema)
+    (pooling,) = [m for m in schema.message_type if m.name == "PoolingParameter"]
+    kept = [f for f in pooling.field if f.number < 1000]
+    del pooling.field[:]
+    pooling.field.extend(kept)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(schema)
+    caffes = message_factory.GetMessageClass(pool.FindMessageTypeByName("netdef.PoolingParameter"))
+    wire = pb.PoolingParameter(kernel_size=2, stride=2, kernel_nd=[1, 2, 2], pad_nd=[0, 1, 1]).SerializeToString()
+    # Plain (unpacked) varints under tag 1001 << 3 = 8008, i.e. c8 3e.
+    assert b"\xc8\x3e\x01\xc8\x3e\x02\xc8\x3e\x02" in wire
+    read = caffes.FromString(wire)
+    assert (read.kernel_size, read.stride) == (2, 2)
+    assert "kernel_nd" not in caffes.DESCRIPTOR.fields_by_name

@@ -388,19 +388,43 @@ def pooled_size(size: int, kernel: int, stride: int, pad: int, *, ceil: bool, pa
     return out
 
 
-def _pool_pair(ctx: LayerContext, param: Message, name: str) -> tuple[int, int]:
-    """Pooling's ``pad``/``stride`` as (h, w): one value, or both ``_h`` and ``_w``."""
+def _pool_nd(ctx: LayerContext, param: Message, name: str, caffe_fields: tuple[str, ...], axes: int) -> tuple[int, ...]:
+    """netdef's per-axis ``<name>_nd`` values (once, or once per spatial axis).
+
+    They replace Caffe's own fields for the same setting, so giving both is an error
+    rather than a silent choice of one.
+    """
+    given = [field for field in caffe_fields if param.HasField(field)]
+    if given:
+        raise ctx.fail(f"give {name}_nd or {'/'.join(caffe_fields)}, not both", received=f"{name}_nd and {given[0]}")
+    return _per_axis(ctx, f"{name}_nd", list(getattr(param, f"{name}_nd")), axes, None)
+
+
+def _pool_pair(ctx: LayerContext, param: Message, name: str, axes: int) -> tuple[int, ...]:
+    """Pooling's ``pad``/``stride`` per spatial axis: ``<name>_nd``, one value, or ``_h`` and ``_w``.
+
+    One value applies to every axis (D, H and W on a 5-D bottom); the ``_h``/``_w`` pair
+    only to 4-D bottoms, as in Caffe.
+    """
+    if getattr(param, f"{name}_nd"):
+        return _pool_nd(ctx, param, name, (name, f"{name}_h", f"{name}_w"), axes)
     has_h, has_w = param.HasField(f"{name}_h"), param.HasField(f"{name}_w")
     if not (has_h or has_w):
-        value = getattr(param, name)
-        return (value, value)
+        return (getattr(param, name),) * axes
     if param.HasField(name) or not (has_h and has_w):
         raise ctx.fail(f"give {name}, or both {name}_h and {name}_w")
+    if axes != 2:
+        raise ctx.fail(
+            "pad_h/pad_w and stride_h/stride_w apply only to 4-D bottoms",
+            expected="pad, stride (or pad_nd, stride_nd with one value per axis)",
+        )
     return (getattr(param, f"{name}_h"), getattr(param, f"{name}_w"))
 
 
 def _pool_kernel(ctx: LayerContext, param: Message, spatial: Shape) -> tuple[int, ...]:
-    """``kernel_size`` XOR (``kernel_h`` AND ``kernel_w``), as Caffe checks it."""
+    """``kernel_nd``, or ``kernel_size`` XOR (``kernel_h`` AND ``kernel_w``), as Caffe checks it."""
+    if param.kernel_nd:
+        return _pool_nd(ctx, param, "kernel", ("kernel_size", "kernel_h", "kernel_w"), len(spatial))
     has_size = param.HasField("kernel_size")
     has_hw = param.HasField("kernel_h") and param.HasField("kernel_w")
     if has_size == has_hw:
@@ -413,7 +437,7 @@ def _pool_kernel(ctx: LayerContext, param: Message, spatial: Shape) -> tuple[int
     if len(spatial) != 2:
         raise ctx.fail(
             "kernel_h/kernel_w apply only to 4-D bottoms",
-            expected="kernel_size (used for D, H and W) on a 5-D bottom",
+            expected="kernel_size (used for D, H and W) or kernel_nd (one value per axis) on a 5-D bottom",
         )
     return (param.kernel_h, param.kernel_w)
 
@@ -422,20 +446,18 @@ def pool_window(ctx: LayerContext, param: Message, spatial: Shape) -> PoolWindow
     """Read a PoolingParameter as ``PoolingLayer::LayerSetUp`` does, on 2 or 3 spatial axes.
 
     On a 5-D bottom (netdef's extension for C3D-style nets: Caffe pools 4-D only),
-    ``kernel_size``, ``stride`` and ``pad`` apply to depth, height and width alike.
+    ``kernel_size``, ``stride`` and ``pad`` apply to depth, height and width alike;
+    netdef's ``kernel_nd``, ``stride_nd`` and ``pad_nd`` give one value per axis instead
+    (C3D's 1×2×2 pool1).
     """
     axes = len(spatial)
     if param.global_pooling:
-        if param.HasField("kernel_size") or param.HasField("kernel_h") or param.HasField("kernel_w"):
-            raise ctx.fail("global_pooling takes its kernel from the input; do not set kernel_size/_h/_w")
+        if any(param.HasField(f) for f in ("kernel_size", "kernel_h", "kernel_w")) or param.kernel_nd:
+            raise ctx.fail("global_pooling takes its kernel from the input; do not set kernel_size/_h/_w/_nd")
         kernel = tuple(spatial)
     else:
         kernel = _pool_kernel(ctx, param, spatial)
-    pad = _pool_pair(ctx, param, "pad")
-    stride = _pool_pair(ctx, param, "stride")
-    if axes == 3 and any(param.HasField(f) for f in ("pad_h", "pad_w", "stride_h", "stride_w")):
-        raise ctx.fail("pad_h/pad_w and stride_h/stride_w apply only to 4-D bottoms", expected="pad, stride")
-    window = PoolWindow(kernel, (stride[0],) * (axes - 2) + stride, (pad[0],) * (axes - 2) + pad)
+    window = PoolWindow(kernel, _pool_pair(ctx, param, "stride", axes), _pool_pair(ctx, param, "pad", axes))
     _check_pool_window(ctx, window, param.pool, param.global_pooling)
     return window
 
@@ -489,7 +511,8 @@ def _pool_shape(ctx: LayerContext) -> list[Shape]:
     56 with k3 s2, not 55; a padded window that would start in the padding is dropped.
     A second top (MAX only) holds the argmax mask, same shape. Caffe pools 4-D blobs;
     netdef also accepts 5-D ``(N, C, D, H, W)`` bottoms, where ``kernel_size``, ``stride``
-    and ``pad`` apply to D as to H and W.
+    and ``pad`` apply to D as to H and W, and its ``kernel_nd``/``stride_nd``/``pad_nd``
+    fields set each axis apart (C3D's 1×2×2 pool1); every axis keeps Caffe's rounding.
     """
     param = ctx.layer.pooling_param
     bottom = ctx.bottoms[0]
