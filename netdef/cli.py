@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from netdef import classify as classify_verb
 from netdef.data import commands as data_verbs
 from netdef.errors import NetdefError, NetDefinitionError, ParseError
 from netdef.fileio import atomic_write
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("output", help="where to write; binary when the suffix is .caffemodel/.binaryproto")
     upgrade.set_defaults(run=cmd_upgrade)
     data_verbs.register(verbs, common)
+    classify_verb.register(verbs, common)
     return parser
 
 

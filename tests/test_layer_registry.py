@@ -165,7 +165,7 @@ def test_loss_and_data_flags() -> None:
         "ContrastiveLoss",
     }
     readers = {name for name in CAFFE_TYPES if lookup(name).data}  # type: ignore[union-attr]
-    assert readers == {"Data", "ImageData", "HDF5Data", "WindowData", "MemoryData"}
+    assert readers == {"Data", "ImageData", "HDF5Data", "WindowData", "MemoryData", "DummyData"}
     assert [name for name in CAFFE_TYPES if lookup(name).statistics] == ["BatchNorm"]  # type: ignore[union-attr]
 
 

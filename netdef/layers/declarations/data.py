@@ -88,6 +88,7 @@ declare(
     tops=at_least(1),
     shape=_dummy_data_shape,
     params=("dummy_data_param",),
+    data=True,
 )
 
 
