@@ -15,7 +15,9 @@ from netdef.load import load_net, load_solver
 if TYPE_CHECKING:
     import keras
 
-__all__ = ["Net", "NetdefError", "codegen", "load_net", "load_solver", "to_keras"]
+    from netdef.solver.trainer import Solver as Trainer
+
+__all__ = ["Net", "NetdefError", "Solver", "codegen", "load_net", "load_solver", "to_keras"]
 
 
 def to_keras(*args: Any, **kwargs: Any) -> keras.Model:
@@ -36,6 +38,20 @@ def codegen(*args: Any, **kwargs: Any) -> str:
     from netdef.codegen import generate
 
     return generate(*args, **kwargs)
+
+
+def Solver(*args: Any, **kwargs: Any) -> Trainer:
+    """Caffe's solver on Keras, ``Solver(path).solve()``; see :class:`netdef.solver.trainer.Solver`.
+
+    Imported on first use, for the same reason as :func:`to_keras`; a ``backend=`` given
+    here is chosen before Keras is imported.
+    """
+    from netdef.solver.devices import select_backend
+
+    select_backend(kwargs.get("backend"))
+    from netdef.solver.trainer import Solver as Trainer
+
+    return Trainer(*args, **kwargs)
 
 
 __version__ = "0.1.0"

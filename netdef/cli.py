@@ -25,6 +25,7 @@ from netdef.layers.registry import Shape
 from netdef.load import load_net
 from netdef.proto import netdef_pb2 as pb
 from netdef.prototxt import BINARY_SUFFIXES, Parsed, read_net, read_solver, to_text
+from netdef.solver import commands as solver_verbs
 from netdef.summary import summary_json, summary_table
 from netdef.upgrade import upgrade_net, upgrade_solver
 
@@ -324,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.set_defaults(run=cmd_upgrade)
     data_verbs.register(verbs, common)
     classify_verb.register(verbs, common)
+    solver_verbs.register(verbs, common)
     return parser
 
 
@@ -334,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.backend:
         # Keras reads the backend once, at its first import, which the verbs do lazily.
         os.environ["KERAS_BACKEND"] = args.backend
+
     try:
         return run(args)
     except NetdefError as error:
