@@ -101,14 +101,16 @@ def classify(
     center_only: bool = False,
     images_dim: Sequence[int] = (256, 256),
     raw_scale: float | None = 255.0,
-    channel_swap: Sequence[int] | None = (2, 1, 0),
+    channel_swap: Sequence[int] | None = None,
     input_scale: float | None = None,
     gpu: bool = False,
 ) -> np.ndarray:
     """Class probabilities (images × classes) of a deploy net, as ``caffe.Classifier.predict``.
 
     ``gpu`` runs the net on the first GPU Keras's backend sees (an error when there is none);
-    otherwise it runs on the CPU, as Caffe's default mode does.
+    otherwise it runs on the CPU, as Caffe's default mode does. ``channel_swap`` None is
+    classify.py's RGB → BGR (2, 1, 0) for a colour net and no swap for a grey one, whose
+    images are loaded grey.
     """
     import keras
 
@@ -129,6 +131,8 @@ def classify(
     shape = tuple(data.shape or ())
     if len(shape) != 4:
         raise NetDefinitionError(f"input '{data.blob}' must be (N, C, H, W) images", received=str(shape))
+    if channel_swap is None and shape[1] == 3:
+        channel_swap = (2, 1, 0)
     transformer = Transformer({data.blob: shape})
     transformer.set_transpose(data.blob, (2, 0, 1))
     if mean is not None:
@@ -202,7 +206,7 @@ def command(args: argparse.Namespace) -> int:
         center_only=args.center_only,
         images_dim=args.images_dim,
         raw_scale=args.raw_scale,
-        channel_swap=args.channel_swap or None,
+        channel_swap=args.channel_swap,
         input_scale=args.input_scale,
         gpu=args.gpu,
     )
@@ -230,7 +234,10 @@ def register(verbs: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--images-dim", type=_ints, default=(256, 256), metavar="H,W", help="resize (default 256,256)")
     parser.add_argument("--raw-scale", type=float, default=255.0, help="scale of the [0, 1] image (default 255)")
     parser.add_argument(
-        "--channel-swap", type=_ints, default=(2, 1, 0), metavar="2,1,0", help="channel order (default RGB → BGR)"
+        "--channel-swap",
+        type=_ints,
+        metavar="2,1,0",
+        help="channel order (default: RGB → BGR for colour nets, none for grey ones)",
     )
     parser.add_argument("--input-scale", type=float, help="scale after mean subtraction")
     parser.add_argument("--gpu", action="store_true", help="run on the GPU (default: CPU, as Caffe)")
