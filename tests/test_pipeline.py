@@ -213,6 +213,18 @@ def test_skip_batches_is_dropping_that_many_batches(tmp_path: Path, images: np.n
     assert not all(np.array_equal(a["data"], b["data"]) for a, b in zip(full, other, strict=True))
 
 
+def test_channels_last_batches_are_the_caffe_batches_transposed(tmp_path: Path, images: np.ndarray) -> None:
+    source = write_lmdb(tmp_path / "db", images, range(10))
+    net = load_net(data_net(source, 3, "crop_size: 6 mirror: true"), phase="TRAIN")
+    caffe = batches(net, 3, seed=5)
+    native = list(itertools.islice(net_dataset(net, seed=5, layout="channels_last").as_numpy_iterator(), 3))
+    for a, b in zip(caffe, native, strict=True):
+        np.testing.assert_array_equal(a["data"].transpose(0, 2, 3, 1), b["data"])
+        np.testing.assert_array_equal(a["label"], b["label"])
+    with pytest.raises(NetDefinitionError, match="unknown layout"):
+        net_dataset(net, layout="nchw")
+
+
 def test_leveldb_and_mismatched_samples_are_clear_errors(tmp_path: Path, images: np.ndarray) -> None:
     source = write_lmdb(tmp_path / "db", images, range(10))
     text = data_net(source, 2, "").replace("backend: LMDB", "")

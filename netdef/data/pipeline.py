@@ -153,6 +153,7 @@ def net_dataset(
     seed: int = 0,
     skip_batches: int = 0,
     root: str | os.PathLike[str] | None = None,
+    layout: str = lay.CAFFE,
 ) -> tf.data.Dataset:
     """What the net's data layers feed it, one element per forward pass, forever.
 
@@ -165,7 +166,13 @@ def net_dataset(
 
     To resume, build the dataset again with the same seed and ``skip_batches`` set to the
     number of forward passes already made (``iteration × iter_size``).
+
+    ``layout`` is the boundary layout of the model the batches feed: with
+    ``"channels_last"`` images arrive as (N, H, W, C), transposed here, in the pipeline's
+    own threads, rather than by a Permute layer inside every training step.
     """
+    if layout not in lay.LAYOUTS:
+        raise NetDefinitionError(f"unknown layout '{layout}'", expected=" or ".join(lay.LAYOUTS), received=layout)
     if skip_batches < 0:
         raise NetDefinitionError("skip_batches cannot be negative", received=str(skip_batches))
     given = dict(arrays or {})
@@ -183,8 +190,12 @@ def net_dataset(
     names = input_names(net)
     keys = [names[value.key] for source in sources for value in source.node.tops]
 
+    orders = [lay.permutation(len(shape), lay.CAFFE, layout) for source in sources for shape in source.shapes]
+
     def as_dict(*parts: tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:
-        return dict(zip(keys, [tensor for part in parts for tensor in part], strict=True))
+        tensors = [tensor for part in parts for tensor in part]
+        tensors = [t if order is None else tf.transpose(t, order) for t, order in zip(tensors, orders, strict=True)]
+        return dict(zip(keys, tensors, strict=True))
 
     layers = tuple(_batches(source, skip_batches) for source in sources)
     dataset = tf.data.Dataset.zip(layers).map(as_dict).prefetch(tf.data.AUTOTUNE)

@@ -45,6 +45,7 @@ from netdef.data.pipeline import net_dataset
 from netdef.errors import NetdefError, SolverError, SourceLocation
 from netdef.fillers import initialize_weights
 from netdef.ir import Net
+from netdef.keras import layout as lay
 from netdef.keras.compiler import Compiled, model_outputs
 from netdef.keras.weights import CONVERTERS, _variables, caffe_blobs, load_caffe_weights
 from netdef.load import load_net, load_solver
@@ -70,6 +71,10 @@ from netdef.solver.snapshot import (
 
 SolverSource = str | os.PathLike[str] | pb.SolverParameter
 TRAIN_NET_FIELDS = ("net", "net_param", "train_net", "train_net_param")
+#: The models train channels-last at their boundary too: the pipeline transposes each batch
+#: in its own threads, so no training step pays for a Permute of its input (snapshots and
+#: weights stay in Caffe's blob shapes either way).
+TRAINING_LAYOUT = lay.CHANNELS_LAST
 IN_MEMORY = "<SolverParameter>"
 
 
@@ -334,7 +339,7 @@ class Solver:
         notes: list[str] = []
         with _building(precision, self.placement.scope()):
             keras.utils.set_random_seed(self.seed)
-            self.compiled = compile_training_net(self.net)
+            self.compiled = compile_training_net(self.net, TRAINING_LAYOUT)
             replicated = self.placement.replicas > 1
             self.model = (ReplicaMeanModel if replicated else CaffeTrainingModel)(self.compiled)
             notes += self._initialize(self.compiled)
@@ -346,7 +351,7 @@ class Solver:
         self.tests: list[TestNet] = []
         with _building(precision, test_scope):
             for choice, net, iterations in zip(choices.tests, test_nets, param.test_iter, strict=True):
-                compiled = compile_training_net(net)
+                compiled = compile_training_net(net, TRAINING_LAYOUT)
                 notes += self._initialize(compiled)
                 self.tests.append(self._test_net(net, compiled, iterations, choice.description))
 
@@ -502,9 +507,8 @@ class Solver:
         """The training batches from iteration ``iteration`` on; with several replicas each
         step takes one prototxt-sized batch per replica, as one global batch."""
         replicas = self.placement.replicas
-        dataset = net_dataset(
-            self.net, arrays=self.arrays, seed=self.seed, skip_batches=iteration * self.param.iter_size * replicas
-        )
+        skip = iteration * self.param.iter_size * replicas
+        dataset = net_dataset(self.net, arrays=self.arrays, seed=self.seed, skip_batches=skip, layout=TRAINING_LAYOUT)
         if replicas == 1:
             return dataset
         import tensorflow as tf
@@ -604,7 +608,7 @@ class Solver:
         Called eagerly: tracing a function for one pass would cost more than the pass.
         """
         skip = self.iter * self.param.iter_size * self.placement.replicas
-        dataset = net_dataset(self.net, arrays=self.arrays, seed=self.seed, skip_batches=skip)
+        dataset = net_dataset(self.net, arrays=self.arrays, seed=self.seed, skip_batches=skip, layout=TRAINING_LAYOUT)
         batch = next(dataset.take(1).as_numpy_iterator())
         with self._device():
             outputs = self.model(batch)
@@ -679,7 +683,8 @@ class Solver:
         for target, source, convert in test.shared:
             target.assign(source if convert is None else convert(keras.ops.convert_to_numpy(source)))
         if test.batches is None:
-            test.batches = net_dataset(test.net, arrays=self.test_arrays, seed=self.seed).as_numpy_iterator()
+            dataset = net_dataset(test.net, arrays=self.test_arrays, seed=self.seed, layout=TRAINING_LAYOUT)
+            test.batches = dataset.as_numpy_iterator()
         sums: list[np.ndarray] | None = None
         loss = np.float32(0)
         for _ in range(test.iterations):
