@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 #: Exit status for a user's mistake (bad file, bad option); argparse uses 2 for usage.
 EXIT_USER_ERROR = 1
+#: Exit status after Ctrl-C, as a shell reports a process stopped by SIGINT.
+EXIT_INTERRUPTED = 130
 
 
 def _data_shape(text: str) -> tuple[str, Shape]:
@@ -349,6 +351,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"netdef: error: {error.filename or ''}: {error.strerror}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a failure to explain; the verbs have already cleaned
+        # up (convert-imageset removes its partial database). 130 is the shell's 128 + SIGINT.
+        if args.debug:
+            raise
+        print(f"netdef: {args.verb} interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

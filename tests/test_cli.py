@@ -130,6 +130,15 @@ def test_upgrade_of_a_bad_file_reports_where_it_failed(tmp_path: Path, capsys: p
     assert not (tmp_path / "out.prototxt").exists()
 
 
+def test_ctrl_c_ends_a_verb_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted(args) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("netdef.cli.cmd_summary", interrupted)
+    assert main(["summary", str(REPO / "zoo" / "lenet" / "deploy.prototxt")]) == 130
+    assert capsys.readouterr().err == "netdef: summary interrupted\n"
+
+
 def test_console_script_runs_and_reports_errors_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.prototxt"
     bad.write_text('layer { name: "x" type: "Convolution" bottom: "nothing" top: "x" }\n')
