@@ -38,9 +38,9 @@ import tensorflow as tf
 
 from netdef.data.sources import DataSource, Options, Source, make_source
 from netdef.errors import NetDefinitionError
-from netdef.ir import Net, Value
+from netdef.ir import Net
 from netdef.keras import layout as lay
-from netdef.keras.compiler import PlanWalker, plan_net
+from netdef.keras.compiler import input_names
 
 #: Batch indices run "forever": tf.data's range needs an end.
 _FOREVER = np.iinfo(np.int64).max
@@ -96,33 +96,6 @@ class _Calls:
 
 _CALLS = _Calls()
 atexit.register(_CALLS.close)
-
-
-class _InputNames(PlanWalker[None]):
-    """Walks the net as the compiler does, recording the name each model input gets."""
-
-    def __init__(self, net: Net) -> None:
-        super().__init__(net, lay.CAFFE, plan_net(net, lay.CAFFE))
-        self.found: dict[str, str] = {}
-
-    def make_input(self, value: Value, shape: tuple[int, ...], batch_size: int | None, name: str) -> None:
-        self.found[value.key] = name
-
-    def make_permute(self, value: Value, tensor: None, dims: tuple[int, ...], name: str) -> None:
-        return None
-
-    def make_call(self, node: Any, index: int, name: str, args: list[None]) -> None:
-        return None
-
-    def pick(self, result: Any, index: int) -> None:
-        return None
-
-
-def input_names(net: Net) -> dict[str, str]:
-    """Each fed value's key → the name of its ``keras.Input`` in ``compile_net(net)``'s model."""
-    walker = _InputNames(net)
-    walker.walk([])
-    return walker.found
 
 
 def _batches(source: Source, skip_batches: int) -> tf.data.Dataset:

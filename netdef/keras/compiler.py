@@ -203,10 +203,14 @@ class _Builder(PlanWalker[Any]):
 
 
 class _Binder(PlanWalker[None]):
-    """Walks the plans for the layer names alone, building nothing."""
+    """Walks the plans for the names alone (of layers, and of inputs by value key), building nothing."""
+
+    def __init__(self, net: Net, layout: str, plans: dict[str, KerasPlan]) -> None:
+        super().__init__(net, layout, plans)
+        self.input_names: dict[str, str] = {}
 
     def make_input(self, value: Value, shape: tuple[int, ...], batch_size: int | None, name: str) -> None:
-        return None
+        self.input_names[value.key] = name
 
     def make_permute(self, value: Value, tensor: None, dims: tuple[int, ...], name: str) -> None:
         return None
@@ -227,6 +231,17 @@ def bind(model: keras.Model, net: Net, layout: str = lay.CAFFE) -> Compiled:
     binder = _Binder(net, layout, plan_net(net, layout))
     binder.walk([])
     return Compiled(model=model, net=net, layout=layout, bindings=binder.bindings)
+
+
+def input_names(net: Net) -> dict[str, str]:
+    """Each fed value's key → the name of its ``keras.Input`` in ``compile_net(net)``'s model.
+
+    Input names do not depend on the layout, so feeding code can name its batches without
+    building a model.
+    """
+    binder = _Binder(net, lay.CAFFE, plan_net(net, lay.CAFFE))
+    binder.walk([])
+    return binder.input_names
 
 
 def model_outputs(net: Net) -> list[Value]:
