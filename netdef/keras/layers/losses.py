@@ -24,8 +24,9 @@ from ._caffe_ops import canonical_axis, check_choice, count, with_gradient_of
 
 #: Caffe's ``LossParameter.NormalizationMode`` names, lower-cased.
 NORMALIZATIONS = ("full", "valid", "batch_size", "none")
-#: float32's smallest normal number; SoftmaxWithLoss clamps probabilities to it.
-FLT_MIN = 1.1754943508222875e-38
+#: ``-log(FLT_MIN)``: SoftmaxWithLoss clamps probabilities to float32's smallest normal
+#: number, so no label's loss exceeds this.
+NEG_LOG_FLT_MIN = 87.33654475055310898657
 #: ``kLOG_THRESHOLD`` of Caffe's MultinomialLogisticLoss and InfogainLoss.
 LOG_THRESHOLD = 1e-20
 
@@ -45,6 +46,8 @@ def _normalizer(mode: str, outer: Any, inner: Any, valid_count: Any, dtype: str)
     The floor of 1 keeps a batch whose labels are all ignored at loss 0 instead of NaN.
     """
     value = {"full": outer * inner, "valid": valid_count, "batch_size": outer, "none": 1}[mode]
+    if isinstance(value, int):  # static shapes and no ignored label: no tensor ops needed
+        return float(max(value, 1))
     return _at_least(ops.cast(value, dtype), 1.0)
 
 
@@ -80,14 +83,19 @@ def _ratio(numerator: Any, denominator: Any) -> Any:
 
 
 def _softmax_loss_outputs(layer: Any, scores: Any, per_label: Any, valid: Any, outer: int, inner: int) -> Any:
-    """The normalized sum over non-ignored labels, and the probabilities when asked for.
+    """The normalized sum over non-ignored labels (``valid``: their mask, None when no label
+    is ignored), and the probabilities when asked for.
 
     Shared by SoftmaxWithLoss and InfogainLoss, which both apply a softmax internally and may
     expose it as a second top (which, as in Caffe, passes no gradient).
     """
-    valid_count = ops.sum(ops.cast(valid, scores.dtype))
-    norm = _normalizer(layer.normalization, outer, inner, valid_count, scores.dtype)
-    loss = ops.sum(ops.where(valid, per_label, 0.0)) / norm
+    if valid is None:
+        norm = _normalizer(layer.normalization, outer, inner, outer * inner, scores.dtype)
+        loss = ops.sum(per_label) / norm
+    else:
+        valid_count = ops.sum(ops.cast(valid, scores.dtype))
+        norm = _normalizer(layer.normalization, outer, inner, valid_count, scores.dtype)
+        loss = ops.sum(ops.where(valid, per_label, 0.0)) / norm
     if layer.return_probabilities:
         return [loss, ops.stop_gradient(ops.softmax(scores, axis=layer.axis))]
     return loss
@@ -123,11 +131,24 @@ class SoftmaxWithLoss(keras.layers.Layer):
 
     def call(self, inputs: Sequence[Any]) -> Any:
         scores, labels = inputs
-        grouped, outer, inner = _classes_last(scores, self.axis, "SoftmaxWithLoss")
-        label, valid = _labels(ops.reshape(labels, (-1, inner)), self.ignore_label)
-        prob = _at_labels(ops.softmax(grouped, axis=-1), label)
-        log_prob = _at_labels(ops.log_softmax(grouped, axis=-1), label)
-        per_label = with_gradient_of(-ops.log(_at_least(prob, FLT_MIN)), -log_prob)
+        axis = canonical_axis(self.axis, len(scores.shape), "SoftmaxWithLoss")
+        outer, inner = count(scores, 0, axis), count(scores, axis + 1)
+        if inner == 1:
+            # The common (N, C) case needs no transpose; Keras's op then runs the backend's
+            # fused kernel, whose gradient is Caffe's ``p - onehot``.
+            rows = scores if len(scores.shape) == 2 and axis == 1 else ops.reshape(scores, (-1, scores.shape[axis]))
+        else:
+            grouped, _, _ = _classes_last(scores, axis, "SoftmaxWithLoss")
+            rows = ops.reshape(grouped, (-1, scores.shape[axis]))
+        label = labels if len(labels.shape) == 1 else ops.reshape(labels, (-1,))
+        if self.ignore_label is None:
+            label, valid = ops.cast(label, "int32"), None  # every label counts: no masking ops
+        else:
+            label, valid = _labels(label, self.ignore_label)
+        cross_entropy = ops.sparse_categorical_crossentropy(label, rows, from_logits=True)
+        # Caffe clamps p at FLT_MIN, so -log p stops at -log FLT_MIN; its gradient does not stop.
+        excess = ops.stop_gradient(ops.relu(cross_entropy - NEG_LOG_FLT_MIN))
+        per_label = cross_entropy - excess
         return _softmax_loss_outputs(self, scores, per_label, valid, outer, inner)
 
     def get_config(self) -> dict[str, Any]:
