@@ -295,23 +295,33 @@ class CaffeOptimizer(keras.optimizers.Optimizer):
             clip = ops.cast(self.clip_gradients, norm.dtype)
             scale = ops.where(ops.greater(norm, clip), clip / norm, ops.ones_like(norm))
             gradients = [g * ops.cast(scale, g.dtype) for g in gradients]
+        # The loop body is eager Python on PyTorch, run for every param at every iteration:
+        # it reads each value once (``variable.value``, no conversion), casts the rate once
+        # per dtype, and writes each variable once.
+        rates: dict[str, Any] = {}
         for unit, gradient in zip(units, gradients, strict=True):
+            owner = unit.owner
+            weights = owner.value
             if self.iter_size > 1:
                 gradient = gradient * (1.0 / self.iter_size)
             decay = self.weight_decay * unit.rule.decay_mult
             if decay:
-                penalty = unit.owner if self.regularization_type == "L2" else ops.sign(unit.owner)
-                gradient = gradient + decay * ops.convert_to_tensor(penalty)
-            self.update_step(gradient, unit.owner, rate)
+                gradient = gradient + decay * (weights if self.regularization_type == "L2" else ops.sign(weights))
+            if owner.dtype not in rates:
+                rates[owner.dtype] = ops.cast(rate, owner.dtype)
+            self._update(owner, weights, gradient, rates[owner.dtype] * unit.rule.lr_mult)
             for member, rule in unit.members:
-                self.assign(member, _to_member_order(unit.owner, rule.shared_order, member.shape))
+                self.assign(member, _to_member_order(owner, rule.shared_order, member.shape))
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         """Caffe's ComputeUpdateValue and Update for one param whose gradient is already
-        normalized and regularized."""
-        local_rate = ops.cast(learning_rate, variable.dtype) * self.param_rule(variable.path).lr_mult
+        normalized and regularized (Keras's per-variable hook)."""
+        rate = ops.cast(learning_rate, variable.dtype) * self.param_rule(variable.path).lr_mult
+        self._update(variable, variable.value, gradient, rate)
+
+    def _update(self, variable: Any, weights: Any, gradient: Any, local_rate: Any) -> None:
         step = self.compute_update_value(gradient, self.history_slots(variable), local_rate)
-        self.assign_sub(variable, step)
+        self.assign(variable, weights - step)
 
     def compute_update_value(self, gradient: Any, history: list[Any], local_rate: Any) -> Any:
         """The solver type's rule: update ``history`` and return the step (Caffe's final diff)."""
@@ -366,7 +376,7 @@ class CaffeSGD(CaffeOptimizer):
 
     def compute_update_value(self, gradient: Any, history: list[Any], local_rate: Any) -> Any:
         (h,) = history
-        value = local_rate * gradient + self.momentum * ops.convert_to_tensor(h)
+        value = local_rate * gradient + self.momentum * h.value
         self.assign(h, value)
         return value
 
@@ -384,7 +394,7 @@ class CaffeNesterov(CaffeOptimizer):
 
     def compute_update_value(self, gradient: Any, history: list[Any], local_rate: Any) -> Any:
         (h,) = history
-        previous = ops.convert_to_tensor(h)
+        previous = h.value
         value = local_rate * gradient + self.momentum * previous
         step = (1.0 + self.momentum) * value - self.momentum * previous
         self.assign(h, value)
@@ -404,7 +414,7 @@ class CaffeAdaGrad(CaffeOptimizer):
 
     def compute_update_value(self, gradient: Any, history: list[Any], local_rate: Any) -> Any:
         (h,) = history
-        value = ops.convert_to_tensor(h) + ops.square(gradient)
+        value = h.value + ops.square(gradient)
         self.assign(h, value)
         return local_rate * (gradient / (ops.sqrt(value) + self.delta))
 
@@ -425,7 +435,7 @@ class CaffeRMSProp(CaffeOptimizer):
 
     def compute_update_value(self, gradient: Any, history: list[Any], local_rate: Any) -> Any:
         (h,) = history
-        value = (1.0 - self.rms_decay) * ops.square(gradient) + self.rms_decay * ops.convert_to_tensor(h)
+        value = (1.0 - self.rms_decay) * ops.square(gradient) + self.rms_decay * h.value
         self.assign(h, value)
         return local_rate * (gradient / (ops.sqrt(value) + self.delta))
 
@@ -451,8 +461,8 @@ class CaffeAdaDelta(CaffeOptimizer):
     def compute_update_value(self, gradient: Any, history: list[Any], local_rate: Any) -> Any:
         h, h2 = history
         m = self.momentum
-        squared = (1.0 - m) * ops.square(gradient) + m * ops.convert_to_tensor(h)
-        previous_updates = ops.convert_to_tensor(h2)
+        squared = (1.0 - m) * ops.square(gradient) + m * h.value
+        previous_updates = h2.value
         update = gradient * ops.sqrt((previous_updates + self.delta) / (squared + self.delta))
         self.assign(h, squared)
         self.assign(h2, (1.0 - m) * ops.square(update) + m * previous_updates)
@@ -488,8 +498,8 @@ class CaffeAdam(CaffeOptimizer):
     def compute_update_value(self, gradient: Any, history: list[Any], local_rate: Any) -> Any:
         m, v = history
         beta1, beta2 = self.momentum, self.momentum2
-        m_value = (1.0 - beta1) * gradient + beta1 * ops.convert_to_tensor(m)
-        v_value = (1.0 - beta2) * ops.square(gradient) + beta2 * ops.convert_to_tensor(v)
+        m_value = (1.0 - beta1) * gradient + beta1 * m.value
+        v_value = (1.0 - beta2) * ops.square(gradient) + beta2 * v.value
         self.assign(m, m_value)
         self.assign(v, v_value)
         # Caffe computes the correction in double precision.
