@@ -13,7 +13,9 @@ starts at that batch index without reading or decoding the skipped batches. No o
 state needs to go into a snapshot.
 
 Decoding and transforming run in numpy and OpenCV inside ``tf.numpy_function``; OpenCV and
-numpy release the GIL for the heavy work, so parallel calls overlap. A source that turns
+numpy release the GIL for the heavy work, so parallel calls overlap. Arrays given from
+Python (Input, MemoryData) become TensorFlow constants once, sliced per batch without
+Python. A source that turns
 out unreadable in the middle of a run (a corrupt record, a missing image) fails the
 iteration with TensorFlow's error, whose message carries netdef's; what can be checked
 up front (sources open, first record or image decodes and fits the net) raises netdef's
@@ -36,7 +38,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from netdef.data.sources import DataSource, Options, Source, make_source
+from netdef.data.sources import ArraySource, DataSource, Options, Source, make_source
 from netdef.errors import NetDefinitionError
 from netdef.ir import Net
 from netdef.keras import layout as lay
@@ -98,8 +100,32 @@ _CALLS = _Calls()
 atexit.register(_CALLS.close)
 
 
-def _batches(source: Source, skip_batches: int) -> tf.data.Dataset:
-    """Batch ``skip_batches``, ``skip_batches + 1``, ... of one layer, made in parallel, in order."""
+def _batches(source: Source, skip_batches: int, orders: list[tuple[int, ...] | None]) -> tf.data.Dataset:
+    """Batch ``skip_batches``, ``skip_batches + 1``, ... of one layer, made in parallel, in
+    order, each top transposed by its entry of ``orders`` (None: as it is)."""
+    indices = tf.data.Dataset.range(skip_batches, _FOREVER).take_while(lambda _: _CALLS.open)
+    if isinstance(source, ArraySource):
+        # Arrays given from Python are laid out once here; each batch is then a slice taken
+        # by TensorFlow alone, with no Python call holding the GIL while a step trains.
+        constants = [
+            tf.constant(array if order is None else np.ascontiguousarray(array.transpose(0, *(a + 1 for a in order))))
+            for array, order in zip(source.arrays, orders, strict=True)
+        ]
+        return indices.map(lambda index: tuple(tf.gather(c, index % c.shape[0]) for c in constants))
+    return _transposed(_made_batches(source, indices), orders)
+
+
+def _transposed(batches: tf.data.Dataset, orders: list[tuple[int, ...] | None]) -> tf.data.Dataset:
+    if all(order is None for order in orders):
+        return batches
+
+    def transpose(*tops: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        return tuple(t if order is None else tf.transpose(t, order) for t, order in zip(tops, orders, strict=True))
+
+    return batches.map(transpose)
+
+
+def _made_batches(source: Source, indices: tf.data.Dataset) -> tf.data.Dataset:
     signature = [tf.float32] * len(source.shapes)
 
     def make(*arguments: tf.Tensor) -> tuple[tf.Tensor, ...]:
@@ -107,7 +133,6 @@ def _batches(source: Source, skip_batches: int) -> tf.data.Dataset:
         arrays = tf.numpy_function(call, list(arguments), signature)
         return tuple(tf.ensure_shape(array, shape) for array, shape in zip(arrays, source.shapes, strict=True))
 
-    indices = tf.data.Dataset.range(skip_batches, _FOREVER).take_while(lambda _: _CALLS.open)
     if isinstance(source, DataSource):
         reader = source  # the LMDB cursor is read in order (one call at a time); decoding runs in parallel
 
@@ -163,14 +188,13 @@ def net_dataset(
     names = input_names(net)
     keys = [names[value.key] for source in sources for value in source.node.tops]
 
-    orders = [lay.permutation(len(shape), lay.CAFFE, layout) for source in sources for shape in source.shapes]
-
     def as_dict(*parts: tuple[tf.Tensor, ...]) -> dict[str, tf.Tensor]:
-        tensors = [tensor for part in parts for tensor in part]
-        tensors = [t if order is None else tf.transpose(t, order) for t, order in zip(tensors, orders, strict=True)]
-        return dict(zip(keys, tensors, strict=True))
+        return dict(zip(keys, [tensor for part in parts for tensor in part], strict=True))
 
-    layers = tuple(_batches(source, skip_batches) for source in sources)
+    layers = tuple(
+        _batches(source, skip_batches, [lay.permutation(len(shape), lay.CAFFE, layout) for shape in source.shapes])
+        for source in sources
+    )
     dataset = tf.data.Dataset.zip(layers).map(as_dict).prefetch(tf.data.AUTOTUNE)
     settings = tf.data.Options()
     settings.deterministic = True
