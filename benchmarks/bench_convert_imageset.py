@@ -4,9 +4,12 @@ Run: .venv/bin/python benchmarks/bench_convert_imageset.py [--images N] [--repea
 Generates N photo-like 500×375 JPEGs (ImageNet's typical size), converts them with resize to
 256×256 (create_imagenet.sh with RESIZE=true), alternating the parallel run, the in-process
 run (workers=1, OpenCV free to use its own threads) and the in-process run pinned to one
-core, and reports the median images per second of each and the ratios; then the same for
-the parallel stage alone (what the workers do, without the parent's LMDB writes, the final
-sync and the rename, which stay serial).
+core, and reports the median images per second of each and the median of the per-round
+ratios. Each run is the whole conversion: list file, reading, decoding, resizing, LMDB
+writes, the final sync and the rename. Each round also measures, for reference, how the
+machine's cores scale the arithmetic alone: the same decoding and resizing from memory, in
+N processes against one (file reads and database writes, which the conversion overlaps
+across processes, are left out).
 One warm-up run of each comes first, so the fork server's one-time start is not counted.
 The load average is printed too: other work on the machine takes cores from the workers.
 """
@@ -14,6 +17,7 @@ The load average is printed too: other work on the machine takes cores from the 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import statistics
@@ -21,11 +25,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
-from netdef.data.convert_imageset import ImageOptions, convert_all, convert_imageset, default_workers, read_list_file
+from netdef.data.convert_imageset import convert_imageset, default_workers
 
 
 def make_images(root: Path, count: int) -> Path:
@@ -58,13 +63,29 @@ def run(root: Path, list_file: Path, db: Path, workers: int) -> float:
     return result.written / seconds
 
 
-def run_stage(root: Path, list_file: Path, workers: int) -> float:
-    """Images per second of the parallel stage alone (read, decode, resize, serialize), nothing written."""
-    entries = read_list_file(list_file)
-    options = ImageOptions(f"{root}/", is_color=True, resize_height=256, resize_width=256, encoding=None)
-    start = time.perf_counter()
-    done = sum(1 for _ in convert_all(entries, options, workers))
-    return done / (time.perf_counter() - start)
+def _decode_and_resize(files: list[bytes], ready: Any, start: Any) -> None:
+    """The conversion's arithmetic alone, on one core: decode and resize every file."""
+    cv2.setNumThreads(1)
+    ready.wait()
+    start.wait()
+    for data in files:
+        cv2.resize(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), (256, 256))
+
+
+def kernel(files: list[bytes], processes: int) -> float:
+    """Images per second of ``processes`` processes each decoding and resizing every file:
+    only the OpenCV work (no files, lists or databases), started together once all are up."""
+    context = multiprocessing.get_context("fork")
+    ready, start = context.Barrier(processes + 1), context.Barrier(processes + 1)
+    workers = [context.Process(target=_decode_and_resize, args=(files, ready, start)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    ready.wait()
+    began = time.perf_counter()
+    start.wait()
+    for worker in workers:
+        worker.join()
+    return processes * len(files) / (time.perf_counter() - began)
 
 
 def pinned(cpus: set[int] | None, measure: Callable[[], float]) -> float:
@@ -105,15 +126,28 @@ def main() -> None:
         size = sum(path.stat().st_size for path in images.rglob("*.JPEG")) / args.images
         print(f"{args.images} JPEGs of 500x375, {size / 1024:.0f} KB on average; resize to 256x256")
         whole: dict[str, list[float]] = {mode: [] for mode in modes}
-        stage: dict[str, list[float]] = {mode: [] for mode in modes}
         for workers, cpus in modes.values():  # warm-up (the fork server first, with every CPU), page cache
             pinned(cpus, lambda workers=workers: run(images, list_file, db, workers))
+        files = [path.read_bytes() for path in sorted(images.rglob("*.JPEG"))]
+        bare: dict[str, list[float]] = {f"{args.workers} processes": [], "1 process": []}
         for _ in range(args.repeat):
             for mode, (workers, cpus) in modes.items():
                 whole[mode].append(pinned(cpus, lambda workers=workers: run(images, list_file, db, workers)))
-                stage[mode].append(pinned(cpus, lambda workers=workers: run_stage(images, list_file, workers)))
+            bare[f"{args.workers} processes"].append(kernel(files, args.workers))
+            bare["1 process"].append(kernel(files, 1))
     report("convert_imageset", whole, parallel)
-    report("decode+resize stage alone (no LMDB writes, sync or rename)", stage, parallel)
+    report(
+        "reference: OpenCV's decode + resize alone, from memory, one thread per process",
+        bare,
+        f"{args.workers} processes",
+    )
+    share = [
+        (w / s) / (p / o)
+        for w, s, p, o in zip(
+            whole[parallel], whole["1 process"], bare[f"{args.workers} processes"], bare["1 process"], strict=True
+        )
+    ]
+    print(f"the conversion's speed-up is {statistics.median(share):.0%} of the reference's (per-round median)")
     print(f"median of {args.repeat} rounds; load average over the last minute: {os.getloadavg()[0]:.2f}")
 
 

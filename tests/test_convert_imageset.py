@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from netdef import cli
-from netdef.data import convert_imageset as convert_module
 from netdef.data import lmdb_io
 from netdef.data.convert_imageset import (
     SHUFFLE_SEED,
@@ -116,24 +115,38 @@ def test_resize_is_opencv_bilinear_and_workers_do_not_change_the_result(
         np.testing.assert_array_equal(_pixels(datum), _oracle(root, key.decode()[9:], size=(24, 20)))
 
 
-@pytest.mark.parametrize("transport", ["shared memory", "pickled when too large", "pickled without shared memory"])
-def test_parallel_transports_and_map_growth_give_the_same_database(
-    images: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_growing_the_map_give_the_same_database(
+    images: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
 ) -> None:
-    """Records reach the writer through shared memory or a pipe; neither that nor a growing map changes anything."""
+    """Workers write their own chunks and grow the map as they go (each doubling it, or
+    adopting what another grew); the database is the one a single process writes."""
     root, list_file = images
     longer = tmp_path / "list.txt"
-    longer.write_text(list_file.read_text() * 5)
+    longer.write_text(list_file.read_text() * 12)
     convert_imageset(f"{root}/", longer, tmp_path / "serial", workers=1)
-    monkeypatch.setattr(lmdb_io, "INITIAL_MAP_SIZE", 64 << 10)  # grows (and replays batches) while writing
-    if transport == "pickled when too large":
-        monkeypatch.setattr(convert_module, "SLOT_BYTES", 4096)
-    elif transport == "pickled without shared memory":
-        monkeypatch.setattr(convert_module, "_shared_slots", lambda count: [])
-    convert_imageset(f"{root}/", longer, tmp_path / "parallel", workers=2)
+    monkeypatch.setattr(lmdb_io, "INITIAL_MAP_SIZE", 64 << 10)  # workers start from the database's own size
+    result = convert_imageset(f"{root}/", longer, tmp_path / "parallel", workers=workers)
     serial, parallel = _records(tmp_path / "serial"), _records(tmp_path / "parallel")
-    assert len(serial) == 30
+    assert len(serial) == result.written == 72
     assert [(k, d.SerializeToString()) for k, d in serial] == [(k, d.SerializeToString()) for k, d in parallel]
+    with lmdb.open(str(tmp_path / "parallel"), readonly=True, lock=False) as env:
+        assert env.info()["map_size"] > 64 << 10
+
+
+def test_skips_and_progress_come_in_list_order_from_workers(images: tuple[Path, Path], tmp_path: Path) -> None:
+    root, list_file = images
+    longer = tmp_path / "list.txt"
+    longer.write_text(list_file.read_text() * 4)
+    calls: list[tuple[int, int]] = []
+    result = convert_imageset(
+        f"{root}/", longer, tmp_path / "db", workers=2, progress=lambda done, total: calls.append((done, total))
+    )
+    lines = [entry.line for entry in read_list_file(longer)]
+    bad = [line for line, path in zip(lines, LIST_ORDER * 4, strict=True) if path in dict(BAD)]
+    assert [skip.entry.line for skip in result.skipped] == bad
+    assert calls[0] == (0, 32) and calls[-1] == (32, 32)
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
 
 
 def test_gray_gives_one_channel(images: tuple[Path, Path], tmp_path: Path) -> None:
@@ -157,18 +170,23 @@ def test_shuffle_is_a_deterministic_permutation(images: tuple[Path, Path], tmp_p
     assert sorted(key[9:] for key in keys) == sorted(good)
 
 
-def test_check_size_stops_at_the_first_different_image(images: tuple[Path, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_check_size_stops_at_the_first_different_image(images: tuple[Path, Path], tmp_path: Path, workers: int) -> None:
     root, list_file = images
+    if workers > 1:  # enough lines for several chunks, so the workers are used
+        longer = tmp_path / "list.txt"
+        longer.write_text(list_file.read_text() * 3)
+        list_file = longer
     with pytest.raises(DataSourceError) as caught:
-        convert_imageset(f"{root}/", list_file, tmp_path / "db", check_size=True, workers=1)
+        convert_imageset(f"{root}/", list_file, tmp_path / "db", check_size=True, workers=workers)
     message = str(caught.value)
     assert message.startswith(f"{list_file}:2: --check_size: Incorrect data field size 1500 for b.png (3, 25, 20)")
     assert "expected 3600, the size of the first image a.jpg (3, 30, 40)" in message
     assert not (tmp_path / "db").exists() and not list(tmp_path.glob(".db.partial-*"))
     resized = convert_imageset(
-        f"{root}/", list_file, tmp_path / "db", check_size=True, resize_width=8, resize_height=8, workers=1
+        f"{root}/", list_file, tmp_path / "db", check_size=True, resize_width=8, resize_height=8, workers=workers
     )
-    assert resized.written == 6
+    assert resized.written == 6 * len(read_list_file(list_file)) // len(LIST_ORDER)
 
 
 def test_encoded_keeps_file_bytes_and_encode_type_reencodes(images: tuple[Path, Path], tmp_path: Path) -> None:
@@ -230,6 +248,20 @@ def test_nothing_readable_writes_no_database(images: tuple[Path, Path], tmp_path
         convert_imageset(f"{tmp_path}/elsewhere/", list_file, tmp_path / "db")
     assert "check ROOT" in str(caught.value)
     assert not (tmp_path / "db").exists() and not list(tmp_path.glob(".db.partial-*"))
+
+
+def test_a_path_too_long_for_an_lmdb_key_is_skipped(images: tuple[Path, Path], tmp_path: Path) -> None:
+    root, _ = images
+    deep = root / ("d" * 250) / ("e" * 250)
+    deep.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(deep / "x.png"), np.zeros((4, 4, 3), np.uint8))
+    list_file = tmp_path / "list.txt"
+    list_file.write_text(f"a.jpg 0\n{deep.relative_to(root)}/x.png 1\n")
+    result = convert_imageset(f"{root}/", list_file, tmp_path / "db", workers=1)
+    assert result.written == 1
+    assert [(skip.entry.line, skip.reason) for skip in result.skipped] == [
+        (2, "its key (516 bytes) is longer than LMDB allows (511 bytes)")
+    ]
 
 
 def test_list_file_is_read_as_caffe_reads_it(tmp_path: Path) -> None:

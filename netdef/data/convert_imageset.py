@@ -32,10 +32,12 @@ Departures, all deliberate:
   leaves only that hidden directory, which the next run for the same DB_NAME removes (when
   its process is gone). An existing DB_NAME is refused unless ``overwrite`` is given; then
   it is replaced only once the new database is complete.
-* Reading, decoding, resizing and encoding run in worker processes (all cores by
-  default); the parent only writes, in list order, so the result does not depend on the
-  number of workers. Records come back through shared memory, and at most a few chunks per
-  worker are in flight, so memory stays bounded.
+* Reading, decoding, resizing, encoding and writing run in worker processes (all cores
+  by default), each putting its chunks of consecutive lines into the database in a
+  transaction per chunk (Caffe commits every 1000 records from one process). The keys sort
+  in list order, so the result does not depend on the number of workers; the parent
+  reports skips and progress in list order. At most a few chunks per worker are in flight,
+  so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -55,14 +57,14 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import shared_memory
 from pathlib import Path
 
 import cv2
+import lmdb
 import numpy as np
 
 from netdef.data.datum import cv_mat_to_datum, encode_image, encoded_datum
-from netdef.data.lmdb_io import LmdbWriter
+from netdef.data.lmdb_io import LmdbBatchWriter, LmdbWriter
 from netdef.errors import DataSourceError, NetdefError, SourceLocation
 
 logger = logging.getLogger(__name__)
@@ -71,12 +73,13 @@ logger = logging.getLogger(__name__)
 SHUFFLE_SEED = 1701
 #: Records per LMDB transaction, as in Caffe's tool.
 COMMIT_EVERY = 1000
-#: Lines per task handed to a worker: large enough to amortize the inter-process round trip.
+#: Lines per task handed to a worker, and records per transaction there: large enough to
+#: amortize the inter-process round trip and the commit.
 CHUNKSIZE = 8
+#: LMDB's longest key (``mdb_env_get_maxkeysize`` of a default build).
+MAX_KEY_BYTES = 511
 #: Tasks kept in flight per worker, so workers never wait for the parent and memory stays bounded.
 TASKS_PER_WORKER = 4
-#: Shared memory per task in flight, for the chunk's records; a chunk that does not fit is pickled.
-SLOT_BYTES = 4 << 20
 
 _ATOI = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
 _INT32 = (-(2**31), 2**31 - 1)
@@ -106,13 +109,12 @@ class ImageOptions:
 class Record:
     """A converted image: its key, the serialized Datum, and the stored image's (C, H, W).
 
-    ``value`` is a view into shared memory while a record from a worker is being written;
-    the view is released once the writer has moved on to the next record.
+    ``value`` is empty in what a worker reports of a record it has put in the database.
     """
 
     entry: ListEntry
     key: bytes
-    value: bytes | memoryview
+    value: bytes
     shape: tuple[int, int, int]
 
 
@@ -230,6 +232,8 @@ def convert_entry(index: int, entry: ListEntry, options: ImageOptions) -> Record
             return Skipped(entry, error.message)
     shape = (1, *image.shape) if image.ndim == 2 else (image.shape[2], image.shape[0], image.shape[1])
     key = f"{index:08d}_{entry.path}".encode("utf-8", "surrogateescape")
+    if len(key) > MAX_KEY_BYTES:
+        return Skipped(entry, f"its key ({len(key)} bytes) is longer than LMDB allows ({MAX_KEY_BYTES} bytes)")
     return Record(entry, key, datum.SerializeToString(), shape)
 
 
@@ -239,32 +243,26 @@ def convert_chunk(start: int, entries: Sequence[ListEntry], options: ImageOption
 
 
 @dataclass(frozen=True)
-class Shipment:
-    """A chunk's results as a worker returns them.
+class WriteFailure:
+    """A worker could not put its records into the database (LMDB's message)."""
 
-    The parent, which also writes every record, is the one process with no time to spare;
-    pickling a few hundred kilobytes per record through a pipe costs it five times the CPU
-    of reading them from shared memory. So a worker copies the records' values into a slot
-    of shared memory the parent lent it and sends only where each one lies (``spans``, one
-    per result); ``spans`` is None when the values travel inline (no slot, or too large).
-    """
-
-    results: list[Record | Skipped]
-    spans: list[tuple[int, int]] | None
+    message: str
 
 
 _worker_options: ImageOptions | None = None
-_worker_slots: dict[str, shared_memory.SharedMemory] = {}
+_worker_database: LmdbBatchWriter | None = None
 
 
-def _init_worker(options: ImageOptions) -> None:
-    """Each worker keeps the options and runs OpenCV on one thread: the processes are the parallelism.
+def _init_worker(options: ImageOptions, database: str) -> None:
+    """Each worker keeps the options and its own handle on the database, and runs OpenCV on
+    one thread: the processes are the parallelism.
 
     A worker also watches the converting process: killed (``SIGKILL`` leaves it no chance to
     stop its pool), it would otherwise leave the workers waiting for work forever.
     """
-    global _worker_options
+    global _worker_options, _worker_database
     _worker_options = options
+    _worker_database = LmdbBatchWriter(database)
     cv2.setNumThreads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the converting process's to handle
     parent = multiprocessing.parent_process()
@@ -277,112 +275,81 @@ def _exit_with(parent_sentinel: int) -> None:
     os._exit(1)
 
 
-def _convert_chunk_in_worker(start: int, entries: Sequence[ListEntry], slot: str | None) -> Shipment:
-    assert _worker_options is not None, "worker used without _init_worker"
+def _convert_and_put(start: int, entries: Sequence[ListEntry]) -> list[Record | Skipped] | WriteFailure:
+    """A worker's task: convert a chunk, put its records into the database, and report what
+    happened to each line (records without their values, which the parent does not need)."""
+    assert _worker_options is not None and _worker_database is not None, "worker used without _init_worker"
     results = convert_chunk(start, entries, _worker_options)
-    if slot is None:
-        return Shipment(results, None)
-    if slot not in _worker_slots:
-        _worker_slots[slot] = shared_memory.SharedMemory(slot)
-    buffer = _worker_slots[slot].buf
-    if sum(len(result.value) for result in results if isinstance(result, Record)) > len(buffer):
-        return Shipment(results, None)
-    light: list[Record | Skipped] = []
-    spans, offset = [], 0
-    for result in results:
-        if isinstance(result, Record):
-            end = offset + len(result.value)
-            buffer[offset:end] = result.value
-            spans.append((offset, end))
-            light.append(dataclasses.replace(result, value=b""))
-            offset = end
-        else:
-            spans.append((0, 0))
-            light.append(result)
-    return Shipment(light, spans)
-
-
-def _unpack(shipment: Shipment, slot: shared_memory.SharedMemory | None) -> Iterator[Record | Skipped]:
-    """A chunk's results, with each record's value viewed in the slot until the next is asked for."""
-    if shipment.spans is None or slot is None:
-        yield from shipment.results
-        return
-    for result, (begin, end) in zip(shipment.results, shipment.spans, strict=True):
-        if isinstance(result, Skipped):
-            yield result
-            continue
-        with slot.buf[begin:end] as view:
-            yield dataclasses.replace(result, value=view)
-
-
-def _shared_slots(count: int) -> list[shared_memory.SharedMemory]:
-    """Shared memory for the chunks in flight; none where the system has no room (values then go inline)."""
-    slots: list[shared_memory.SharedMemory] = []
     try:
-        for _ in range(count):
-            slots.append(shared_memory.SharedMemory(create=True, size=SLOT_BYTES))
-    except OSError:
-        _release(slots)
-        return []
-    return slots
+        _worker_database.put_batch([(r.key, r.value) for r in results if isinstance(r, Record)])
+    except lmdb.Error as error:
+        return WriteFailure(str(error))
+    return [dataclasses.replace(r, value=b"") if isinstance(r, Record) else r for r in results]
 
 
-def _release(slots: Sequence[shared_memory.SharedMemory]) -> None:
-    for slot in slots:
-        slot.close()
-        slot.unlink()
+def put_in_process(
+    writer: LmdbWriter, entries: Sequence[ListEntry], options: ImageOptions
+) -> Iterator[Record | Skipped]:
+    """Convert and put every entry here, in list order, committing every 1000 records as Caffe does."""
+    written = 0
+    for start in range(0, len(entries), CHUNKSIZE):
+        for result in convert_chunk(start, entries[start : start + CHUNKSIZE], options):
+            if isinstance(result, Record):
+                writer.put(result.key, result.value)
+                written += 1
+                if written % COMMIT_EVERY == 0:
+                    writer.commit()
+            yield result
 
 
-def convert_all(entries: Sequence[ListEntry], options: ImageOptions, workers: int) -> Iterator[Record | Skipped]:
-    """Every entry converted, in list order; with ``workers`` > 1, in that many processes.
+def put_in_workers(
+    database: Path, entries: Sequence[ListEntry], options: ImageOptions, workers: int
+) -> Iterator[Record | Skipped]:
+    """Convert and put every entry in ``workers`` processes; yield what happened to each line in list order.
 
-    Workers come from a fork server, not a fork of this process, so they start clean
-    whatever threads the caller runs (TensorFlow, OpenCV's pool); as with any
-    multiprocessing code, a script calling this needs the ``if __name__ == "__main__":``
-    guard. A list of one chunk is converted in this process.
+    Each worker writes the records of its chunks itself, one transaction per chunk. The
+    keys begin with the line's index and LMDB keeps keys sorted, so the database holds the
+    same records in the same order whichever worker commits first, and the parent, left with
+    nothing to copy, only hands out chunks and reports. Workers come from a fork server, not
+    a fork of this process, so they start clean whatever threads the caller runs
+    (TensorFlow, OpenCV's pool) and share no LMDB handle with it; as with any
+    multiprocessing code, a script calling this needs the ``if __name__ == "__main__":`` guard.
     """
-    starts = range(0, len(entries), CHUNKSIZE)
-    if workers <= 1 or len(entries) <= CHUNKSIZE:
-        for start in starts:
-            yield from convert_chunk(start, entries[start : start + CHUNKSIZE], options)
-        return
     context = multiprocessing.get_context("forkserver")
     # Workers fork from a server that has imported this module (OpenCV, protobuf) once, so a
     # pool starts in milliseconds; it applies when this process starts its fork server.
     context.set_forkserver_preload(["__main__", __name__])
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(options,))
-    in_flight = workers * TASKS_PER_WORKER
-    slots = _shared_slots(in_flight + 1)  # one more: the chunk being written while the others convert
-    free = deque(slots)
-    pending: deque[tuple[Future[Shipment], shared_memory.SharedMemory | None]] = deque()
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker, initargs=(options, os.fspath(database))
+    )
+    pending: deque[Future[list[Record | Skipped] | WriteFailure]] = deque()
+    chunks = iter(range(0, len(entries), CHUNKSIZE))
 
     def submit(start: int) -> None:
-        slot = free.popleft() if free else None
-        chunk = entries[start : start + CHUNKSIZE]
-        pending.append((pool.submit(_convert_chunk_in_worker, start, chunk, slot.name if slot else None), slot))
+        pending.append(pool.submit(_convert_and_put, start, entries[start : start + CHUNKSIZE]))
 
-    chunks = iter(starts)
     finished = False
     try:
         for start in chunks:
             submit(start)
-            if len(pending) >= in_flight:
+            if len(pending) >= workers * TASKS_PER_WORKER:
                 break
         while pending:
-            future, slot = pending.popleft()
-            shipment = future.result()
+            outcome = pending.popleft().result()
             start = next(chunks, None)
             if start is not None:
                 submit(start)
-            yield from _unpack(shipment, slot)
-            if slot is not None:
-                free.append(slot)
+            if isinstance(outcome, WriteFailure):
+                raise DataSourceError(
+                    f"cannot write the database: {outcome.message}", location=SourceLocation(os.fspath(database))
+                )
+            yield from outcome
         finished = True
     finally:
         # On an error or Ctrl-C, return at once (a second Ctrl-C cannot catch a blocking
-        # shutdown half-way): queued chunks are cancelled, each worker exits after its current one.
+        # shutdown half-way): queued chunks are cancelled, each worker exits after its
+        # current one, whose records go into a database that is being discarded.
         pool.shutdown(wait=finished, cancel_futures=True)
-        _release(slots)
 
 
 def default_workers() -> int:
@@ -515,12 +482,16 @@ def _write(
     list_file: str | os.PathLike[str],
     progress: Callable[[int, int], None] | None,
 ) -> tuple[int, list[Skipped]]:
-    """Put every record in list order, committing every 1000; returns the count written and the skips."""
+    """Put every record in list order; returns the count written and the skips."""
     written, skipped = 0, []
     first: Record | None = None
     if progress is not None:
         progress(0, len(entries))
-    for done, result in enumerate(convert_all(entries, options, workers), start=1):
+    if workers <= 1 or len(entries) <= CHUNKSIZE:
+        results = put_in_process(writer, entries, options)
+    else:
+        results = put_in_workers(writer.path, entries, options, workers)
+    for done, result in enumerate(results, start=1):
         if isinstance(result, Skipped):
             skipped.append(result)
             logger.warning(
@@ -534,12 +505,9 @@ def _write(
             if check_size:
                 first = first or result
                 _check_same_size(first, result, list_file)
-            writer.put(result.key, result.value)
             written += 1
-            if written % COMMIT_EVERY == 0:
-                writer.commit()
-                if progress is None:
-                    logger.info("Processed %d files.", written)
+            if written % COMMIT_EVERY == 0 and progress is None:
+                logger.info("Processed %d files.", written)
         if progress is not None and (done % CHUNKSIZE == 0 or done == len(entries)):
             progress(done, len(entries))
     if written % COMMIT_EVERY and progress is None:

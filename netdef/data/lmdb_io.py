@@ -5,12 +5,14 @@ order Caffe's Data layer and ``compute_image_mean`` see them) and memory stays c
 however large the database is. Writing buffers up to a commit's worth of records and, like
 Caffe's ``LMDBTransaction::Commit``, doubles the map size and retries the commit when LMDB
 reports the map full, so a database starts small instead of reserving a huge fixed map.
+Several processes may fill one database (:class:`LmdbBatchWriter`): LMDB runs one write
+transaction at a time, whichever process holds it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import lmdb
@@ -156,4 +158,37 @@ class LmdbWriter:
             self._txn.abort()
             self._txn = None
         self._pending.clear()
+        self._env.close()
+
+
+class LmdbBatchWriter:
+    """One of several processes adding records to a database that :class:`LmdbWriter` created.
+
+    LMDB's lock file lets one write transaction run at a time across processes, so each
+    process prepares a batch first and holds the lock only while copying it in, one
+    transaction per batch. A batch that does not fit doubles the map and is written again
+    (Caffe's ``DoubleMapSize``); a process whose map another one has grown past its own
+    adopts the new size (LMDB's ``MDB_MAP_RESIZED``). Nothing is synced here: the creating
+    process syncs once all writers are done (:meth:`LmdbWriter.close`).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        # map_size=0: start from the database's own size. create=False: a writer that starts
+        # after the database was discarded must not make it again.
+        self._env = lmdb.open(os.fspath(path), map_size=0, create=False, sync=False, metasync=False, meminit=False)
+
+    def put_batch(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Add every record in one transaction."""
+        while True:
+            try:
+                with self._env.begin(write=True) as txn:
+                    for key, value in records:
+                        txn.put(key, value)
+                return
+            except lmdb.MapFullError:
+                self._env.set_mapsize(self._env.info()["map_size"] * 2)
+            except lmdb.MapResizedError:
+                self._env.set_mapsize(0)  # 0: take the size the database has now
+
+    def close(self) -> None:
         self._env.close()
