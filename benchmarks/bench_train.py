@@ -13,7 +13,8 @@ trained by ``model.fit`` with ``keras.optimizers.SGD(momentum=0.9, weight_decay=
 of the other (alternating, so machine load affects both alike), each timed from the end of
 its third iteration to its last by a Keras callback (what a run pays once, building the
 input pipeline and starting ``fit``, is left out as a long run pays it once); the reported
-speed is the median over the rounds, and ratio = netdef it/s ÷ hand-written it/s (target ≥ 0.95).
+speed is the median over the rounds, and the ratio the median over the rounds of netdef it/s ÷
+hand-written it/s in the same round (target ≥ 0.95), which cancels slow drifts of the machine's load.
 
 Without --backend the script runs itself once per backend (TensorFlow, then PyTorch).
 """
@@ -110,7 +111,7 @@ def step_clock():  # -> keras.callbacks.Callback
     return StepClock()
 
 
-def bench(name: str, iterations: int, rounds: int, workdir: Path) -> tuple[float, float]:
+def bench(name: str, iterations: int, rounds: int, workdir: Path) -> tuple[list[float], list[float]]:
     import keras
     import numpy as np
     import tensorflow as tf
@@ -160,7 +161,7 @@ def bench(name: str, iterations: int, rounds: int, workdir: Path) -> tuple[float
     for _ in range(rounds):
         speeds["netdef"].append(run_netdef())
         speeds["hand"].append(run_hand())
-    return statistics.median(speeds["netdef"]), statistics.median(speeds["hand"])
+    return speeds["netdef"], speeds["hand"]
 
 
 def main() -> None:
@@ -189,10 +190,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         for name in args.nets.split(","):
             iterations = args.iterations or ITERATIONS[name]
-            netdef_speed, hand_speed = bench(name, iterations, args.rounds, Path(directory))
+            netdef_speeds, hand_speeds = bench(name, iterations, args.rounds, Path(directory))
+            ratios = [n / h for n, h in zip(netdef_speeds, hand_speeds, strict=True)]
             print(
-                f"{args.backend:>10} {name:>14}: netdef {netdef_speed:6.2f} it/s, hand-written {hand_speed:6.2f} it/s,"
-                f" ratio {netdef_speed / hand_speed:.3f}",
+                f"{args.backend:>10} {name:>14}: netdef {statistics.median(netdef_speeds):6.2f} it/s,"
+                f" hand-written {statistics.median(hand_speeds):6.2f} it/s,"
+                f" ratio {statistics.median(ratios):.3f} (median of the per-round ratios,"
+                f" {min(ratios):.2f}-{max(ratios):.2f})",
                 flush=True,
             )
 
