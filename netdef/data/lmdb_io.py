@@ -168,8 +168,9 @@ class LmdbBatchWriter:
     process prepares a batch first and holds the lock only while copying it in, one
     transaction per batch. A batch that does not fit doubles the map and is written again
     (Caffe's ``DoubleMapSize``); a process whose map another one has grown past its own
-    adopts the new size (LMDB's ``MDB_MAP_RESIZED``). Nothing is synced here: the creating
-    process syncs once all writers are done (:meth:`LmdbWriter.close`).
+    adopts the new size (LMDB's ``MDB_MAP_RESIZED``). Nothing is synced or closed here: the
+    creating process syncs once all writers have exited (:meth:`LmdbWriter.close`), and a
+    writer's handle lives as long as its process.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -189,6 +190,3 @@ class LmdbBatchWriter:
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
             except lmdb.MapResizedError:
                 self._env.set_mapsize(0)  # 0: take the size the database has now
-
-    def close(self) -> None:
-        self._env.close()

@@ -15,11 +15,10 @@ state needs to go into a snapshot.
 Decoding and transforming run in numpy and OpenCV inside ``tf.numpy_function``; OpenCV and
 numpy release the GIL for the heavy work, so parallel calls overlap. Arrays given from
 Python (Input, MemoryData) become TensorFlow constants once, sliced per batch without
-Python. A source that turns
-out unreadable in the middle of a run (a corrupt record, a missing image) fails the
-iteration with TensorFlow's error, whose message carries netdef's; what can be checked
-up front (sources open, first record or image decodes and fits the net) raises netdef's
-own error from ``net_dataset``.
+Python. A source that turns out unreadable in the middle of a run (a corrupt record, a
+missing image) fails the iteration with TensorFlow's error, whose message carries netdef's;
+what can be checked up front (sources open, first record or image decodes and fits the
+net) raises netdef's own error from ``net_dataset``.
 
 Where Caffe reshapes a batch to its first sample (Data, ImageData without a resize or
 crop), netdef's model is built for the shapes the IR inferred from the source's first
