@@ -101,7 +101,7 @@ CONVERTERS: dict[str, Converter] = {
 }
 
 
-def _variables(compiled: Compiled) -> Iterator[tuple[Binding, WeightLink, Any]]:
+def blob_variables(compiled: Compiled) -> Iterator[tuple[Binding, WeightLink, Any]]:
     """Each Caffe blob's Keras variable; layers the model left out (not needed for the
     outputs it was built for) have none."""
     layers = {layer.name: layer for layer in compiled.model.layers}
@@ -114,7 +114,7 @@ def _variables(compiled: Compiled) -> Iterator[tuple[Binding, WeightLink, Any]]:
 
 def set_caffe_blobs(compiled: Compiled, blobs: dict[str, list[np.ndarray]]) -> None:
     """Assign Caffe-shaped blobs (by layer name) to the model's variables."""
-    for binding, link, variable in _variables(compiled):
+    for binding, link, variable in blob_variables(compiled):
         layer_blobs = blobs.get(binding.node.name)
         if layer_blobs is None:
             continue
@@ -133,7 +133,7 @@ def set_caffe_blobs(compiled: Compiled, blobs: dict[str, list[np.ndarray]]) -> N
 def caffe_blobs(compiled: Compiled) -> list[LayerBlobs]:
     """The model's variables as Caffe blobs, in net order (what a .caffemodel stores)."""
     by_layer: dict[str, LayerBlobs] = {}
-    for binding, link, variable in _variables(compiled):
+    for binding, link, variable in blob_variables(compiled):
         node = binding.node
         record = by_layer.setdefault(node.name, LayerBlobs(node.name, node.type, [None] * len(node.blobs)))  # type: ignore[list-item]
         shape = node.blobs[link.blob].shape

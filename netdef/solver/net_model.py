@@ -26,7 +26,7 @@ from netdef.errors import NetDefinitionError
 from netdef.ir import AUTOMATIC_TOP, Net, Node, ParamBlob, Value
 from netdef.keras import layout as lay
 from netdef.keras.compiler import Compiled, compile_net, model_outputs
-from netdef.keras.weights import CONVERTERS, _variables
+from netdef.keras.weights import CONVERTERS, blob_variables
 from netdef.layers.registry import WeightLink
 from netdef.names import UniqueNames
 from netdef.solver.optimizers import ParamRule
@@ -186,9 +186,9 @@ def _is_scalar(value: Value) -> bool:
     return value.shape is not None and int(np.prod(value.shape, dtype=np.int64)) == 1
 
 
-def _blob_variables(compiled: Compiled) -> list[tuple[Node, int, WeightLink, Any]]:
+def _blob_entries(compiled: Compiled) -> list[tuple[Node, int, WeightLink, Any]]:
     """(layer, blob index, link, variable) of every Caffe blob the model holds, in net order."""
-    return [(binding.node, link.blob, link, variable) for binding, link, variable in _variables(compiled)]
+    return [(binding.node, link.blob, link, variable) for binding, link, variable in blob_variables(compiled)]
 
 
 def _owner(nodes: dict[str, Node], node: Node, index: int) -> tuple[Node, ParamBlob]:
@@ -219,7 +219,7 @@ def param_rules(compiled: Compiled) -> tuple[dict[str, ParamRule], list[list[str
         nodes.setdefault(node.name, node)
     rules: dict[str, ParamRule] = {}
     groups: dict[tuple[str, int], list[tuple[Node, int, WeightLink, Any]]] = {}
-    for node, index, link, variable in _blob_variables(compiled):
+    for node, index, link, variable in _blob_entries(compiled):
         owner_node, owner = _owner(nodes, node, index)
         rules[variable.path] = ParamRule(lr_mult=owner.lr_mult, decay_mult=owner.decay_mult)
         if node.blobs[index].share_name is not None:
@@ -246,7 +246,7 @@ def learnable_variables(compiled: Compiled) -> list[Any]:
     This is the order of a .solverstate's history blobs. Blobs of layers the model left
     out (not needed for its outputs) have no variable and are skipped.
     """
-    by_blob = {(id(node), index): variable for node, index, _, variable in _blob_variables(compiled)}
+    by_blob = {(id(node), index): variable for node, index, _, variable in _blob_entries(compiled)}
     return [
         by_blob[(id(node), blob.index)] for node, blob in compiled.net.learnable() if (id(node), blob.index) in by_blob
     ]

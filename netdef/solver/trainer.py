@@ -47,7 +47,7 @@ from netdef.fillers import initialize_weights
 from netdef.ir import Net
 from netdef.keras import layout as lay
 from netdef.keras.compiler import Compiled, model_outputs
-from netdef.keras.weights import CONVERTERS, _variables, caffe_blobs, load_caffe_weights
+from netdef.keras.weights import CONVERTERS, blob_variables, caffe_blobs, load_caffe_weights
 from netdef.load import load_net, load_solver
 from netdef.proto import netdef_pb2 as pb
 from netdef.prototxt import read_net
@@ -584,7 +584,7 @@ class Solver:
         self.log.train(iteration, self.smoothed_loss, rate)
 
     def _debug_lines(self) -> list[str]:
-        by_blob = {(binding.node.name, link.blob): v for binding, link, v in _variables(self.compiled)}
+        by_blob = {(binding.node.name, link.blob): v for binding, link, v in blob_variables(self.compiled)}
         lines = []
         for node, blob in self.compiled.net.learnable():
             variable = by_blob.get((node.name, blob.index))
@@ -762,9 +762,9 @@ def _sharing(train: Compiled, test: Compiled) -> list[tuple[Any, Any, Any]]:
     """``Net::ShareTrainedLayersWith`` as variable copies: each test layer's blobs take the
     train layer's of the same name (Caffe shares memory; Keras models cannot share across
     two functional graphs, so a test copies the variables first)."""
-    train_blobs = {(binding.node.name, link.blob): (link, v) for binding, link, v in _variables(train)}
+    train_blobs = {(binding.node.name, link.blob): (link, v) for binding, link, v in blob_variables(train)}
     pairs = []
-    for binding, link, variable in _variables(test):
+    for binding, link, variable in blob_variables(test):
         found = train_blobs.get((binding.node.name, link.blob))
         if found is None:
             continue
