@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import hand_written
+
 ZOO = Path(__file__).resolve().parent.parent.parent / "shared" / "caffe-zoo"
 #: Iterations per round; the first WARM of each round are not timed, so what a run pays
 #: once (building the input pipeline, starting ``fit``) is left out, as a long run pays it once.
@@ -65,29 +67,7 @@ def memory_data_net(prototxt: Path, shape: tuple[int, int, int, int]) -> str:
 
 
 def by_hand(name: str):  # -> keras.Model
-    import keras
-    from keras import layers
-
-    if name == "lenet":
-        inputs = keras.Input((28, 28, 1))
-        x = layers.Conv2D(20, 5)(inputs)
-        x = layers.MaxPooling2D(2, 2)(x)
-        x = layers.Conv2D(50, 5)(x)
-        x = layers.MaxPooling2D(2, 2)(x)
-        x = layers.Flatten()(x)
-        x = layers.Dense(500, activation="relu")(x)
-        return keras.Model(inputs, layers.Dense(10)(x))
-    inputs = keras.Input((32, 32, 3))
-    x = layers.Conv2D(32, 5, padding="same")(inputs)
-    x = layers.MaxPooling2D(3, 2, padding="same")(x)
-    x = layers.ReLU()(x)
-    x = layers.Conv2D(32, 5, padding="same", activation="relu")(x)
-    x = layers.AveragePooling2D(3, 2, padding="same")(x)
-    x = layers.Conv2D(64, 5, padding="same", activation="relu")(x)
-    x = layers.AveragePooling2D(3, 2, padding="same")(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(64)(x)
-    return keras.Model(inputs, layers.Dense(10)(x))
+    return hand_written.lenet() if name == "lenet" else hand_written.cifar10_quick()
 
 
 def step_clock():  # -> keras.callbacks.Callback

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import hand_written
 import keras
 import numpy as np
 from keras import layers, ops
@@ -36,18 +37,8 @@ def caffe_lrn(x, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: floa
 
 
 def cifar10_quick_by_hand() -> keras.Model:
-    inputs = keras.Input((32, 32, 3))
-    x = layers.Conv2D(32, 5, padding="same")(inputs)
-    x = layers.MaxPooling2D(3, 2, padding="same")(x)
-    x = layers.ReLU()(x)
-    x = layers.Conv2D(32, 5, padding="same", activation="relu")(x)
-    x = layers.AveragePooling2D(3, 2, padding="same")(x)
-    x = layers.Conv2D(64, 5, padding="same", activation="relu")(x)
-    x = layers.AveragePooling2D(3, 2, padding="same")(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(64)(x)
-    x = layers.Dense(10)(x)
-    return keras.Model(inputs, layers.Softmax()(x))
+    logits = hand_written.cifar10_quick()
+    return keras.Model(logits.inputs, layers.Softmax()(logits.outputs[0]))
 
 
 def caffenet_by_hand() -> keras.Model:
