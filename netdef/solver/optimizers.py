@@ -296,32 +296,30 @@ class CaffeOptimizer(keras.optimizers.Optimizer):
             scale = ops.where(ops.greater(norm, clip), clip / norm, ops.ones_like(norm))
             gradients = [g * ops.cast(scale, g.dtype) for g in gradients]
         # The loop body is eager Python on PyTorch, run for every param at every iteration:
-        # it reads each value once (``variable.value``, no conversion), casts the rate once
-        # per dtype, and writes each variable once.
+        # it reads values without conversion (``variable.value``), casts the rate once per
+        # dtype, and writes each variable once.
         rates: dict[str, Any] = {}
         for unit, gradient in zip(units, gradients, strict=True):
             owner = unit.owner
-            weights = owner.value
             if self.iter_size > 1:
                 gradient = gradient * (1.0 / self.iter_size)
             decay = self.weight_decay * unit.rule.decay_mult
             if decay:
+                weights = owner.value
                 gradient = gradient + decay * (weights if self.regularization_type == "L2" else ops.sign(weights))
             if owner.dtype not in rates:
                 rates[owner.dtype] = ops.cast(rate, owner.dtype)
-            self._update(owner, weights, gradient, rates[owner.dtype] * unit.rule.lr_mult)
+            self.update_step(gradient, owner, rates[owner.dtype])
             for member, rule in unit.members:
                 self.assign(member, _to_member_order(owner, rule.shared_order, member.shape))
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         """Caffe's ComputeUpdateValue and Update for one param whose gradient is already
-        normalized and regularized (Keras's per-variable hook)."""
-        rate = ops.cast(learning_rate, variable.dtype) * self.param_rule(variable.path).lr_mult
-        self._update(variable, variable.value, gradient, rate)
-
-    def _update(self, variable: Any, weights: Any, gradient: Any, local_rate: Any) -> None:
+        normalized and regularized; ``learning_rate`` is the iteration's rate in the
+        variable's dtype, and the param's lr_mult is applied here."""
+        local_rate = learning_rate * self.param_rule(variable.path).lr_mult
         step = self.compute_update_value(gradient, self.history_slots(variable), local_rate)
-        self.assign(variable, weights - step)
+        self.assign(variable, variable.value - step)
 
     def compute_update_value(self, gradient: Any, history: list[Any], local_rate: Any) -> Any:
         """The solver type's rule: update ``history`` and return the step (Caffe's final diff)."""
